@@ -1,0 +1,49 @@
+# adkit: `make lab` to explore, `make test` to check. Everything lives in .venv.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.stamp
+# torch is pinned in the same pip call as the project so pip resolves the
+# CPU wheel once and never pulls CUDA wheels; torchvision is never installed.
+TORCH  := torch==2.13.0
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+
+.PHONY: help setup lab test strip clean
+
+help:
+	@echo "make setup   create .venv and install adkit[notebooks,dev] (cheap when done)"
+	@echo "make lab     start JupyterLab on notebooks/ (extra flags: JUPYTER_ARGS=...)"
+	@echo "make test    run tests/ and the notebooks (nbval) with ADKIT_TINY=1"
+	@echo "make strip   clear outputs and execution counts in notebooks/*.ipynb"
+	@echo "make clean   remove .venv and build/test leftovers"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: need python3.11 (or python3) on PATH" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PIP) install "$(TORCH)" -e ".[notebooks,dev]"
+	touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/ $(JUPYTER_ARGS)
+
+# --nbval-lax makes pytest collect notebooks/*.ipynb too (plain tests/*.py are
+# collected as usual); lax = every cell must run without error, and only cells
+# marked "# NBVAL_CHECK_OUTPUT" compare outputs. ADKIT_TINY=1 puts notebooks on
+# the tiny random preset (no downloads). $(wildcard) because git does not keep
+# an empty notebooks/ folder and pytest errors on a missing path.
+test: setup
+	ADKIT_TINY=1 $(PY) -m pytest tests $(wildcard notebooks) --nbval-lax --nbval-current-env -p no:cacheprovider
+
+strip:
+	$(or $(wildcard $(PY)),$(PYTHON)) tools/strip_notebooks.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +

@@ -1,0 +1,196 @@
+"""Presets and geometry for Anomaly-OV (paper §3, DESIGN §1–3).
+
+Every number the rest of the kit needs is *derived* here from a handful of primary facts
+(tile size, patch size, vision width, LLM width, feature levels). Nothing downstream types
+729, 27 or 1152: it asks :class:`Geometry` or :class:`ExpertConfig`.
+
+Presets
+-------
+``tiny``        random SigLIP + random Qwen2 at toy width; milliseconds on a CPU, for tests.
+``paper-0.5b``  SigLIP-so400m (26 layers) + Qwen2-0.5B, the paper's geometry.
+``paper-7b``    SigLIP-so400m (26 layers) + Qwen2-7B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from transformers import Qwen2Config, SiglipVisionConfig
+from transformers.configuration_utils import PreTrainedConfig
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+HINT_TEMPLATE = "with {level} suspicious features: "
+HINT_LEVELS = ("slightly", "moderately", "highly")
+HINT_THRESHOLDS = (0.3, 0.7)  # score < 0.3 → slightly, < 0.7 → moderately, else highly
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Anyres geometry of one model (DESIGN §2.3–2.4). Sizes are (height, width)."""
+
+    tile_size: int  # S: side of the base view and of every crop, in pixels
+    patch_size: int  # ViT patch side in pixels
+    max_grid: int = 6  # candidate resolutions (i·S, j·S) for i, j in 1..max_grid
+    max_long_side: int | None = 1024  # cap applied before anything else
+    max_num_patches: int = 9  # "anyres_max_9": downscale the crop grid above 9 tiles' worth
+    pool_size: int = 2  # AdaptiveAvgPool2d(pool_size) in the token selector
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def grid(self) -> int:
+        """Patch tokens per side of one tile (paper: 384 // 14 = 27)."""
+        return self.tile_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per tile (paper: 729)."""
+        return self.grid * self.grid
+
+    @property
+    def pinpoints(self) -> list[tuple[int, int]]:
+        """Candidate (height, width) resolutions, in the order used for tie-breaking."""
+        s = self.tile_size
+        return [(i * s, j * s) for i in range(1, self.max_grid + 1) for j in range(1, self.max_grid + 1)]
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Sizes of the anomaly expert (DESIGN §3). Paper: D=1152, g=27, E=512 → 7,086,811 params."""
+
+    vision_dim: int = 1152  # D: width of the vision tower's patch tokens
+    grid: int = 27  # g: patch tokens per side of one crop
+    embed_dim: int = 512  # E: matching space of prompts and patch embeddings
+    class_dim: int = 512  # width of the look-back class vector c
+    attention_dim: int = 512  # width of the selector's query/key projections
+    score_hidden: int = 512  # hidden width of the score MLP
+    num_levels: int = 4  # vision levels matched against the prompts
+    pool_size: int = 2  # AdaptiveAvgPool2d(pool_size): pool_size² selected tokens per crop
+    logit_scale: float = 100.0  # temperature of the prompt/patch matching
+    eps: float = 0.0  # optional epsilon in the map-weighted divisions (0 = official semantics)
+    projection_dtype: str = "float32"  # "bfloat16" runs the five token projections in bf16
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def tokens_per_crop(self) -> int:
+        return self.pool_size * self.pool_size
+
+
+@dataclass(frozen=True)
+class AnomalyOVConfig:
+    """Everything needed to build an :class:`adkit.AnomalyOV` (without weights)."""
+
+    name: str
+    vision: PreTrainedConfig  # a transformers vision config (SigLIP, DINOv2, ...)
+    text: PreTrainedConfig  # a transformers decoder config (Qwen2, Llama, ...)
+    geometry: Geometry
+    feature_levels: tuple[int, ...]  # indices into the tower's hidden_states for the expert
+    final_level: int = -1  # hidden_states index of the feature LLaVA projects (paper: -1)
+    has_cls_token: bool = False  # DINOv2-style towers: drop token 0 before forming the grid
+    expert_dims: dict = field(default_factory=dict)  # overrides for ExpertConfig (E, ...)
+    tokenizer: str = "qwen2"  # which offline tokenizer builder to use
+    system_prompt: str = SYSTEM_PROMPT
+    hint_template: str = HINT_TEMPLATE
+    hint_levels: tuple[str, ...] = HINT_LEVELS
+    hint_thresholds: tuple[float, ...] = HINT_THRESHOLDS
+    hub_id: str | None = None  # llava-hf weights for the paper presets
+    expert_file: str | None = None  # official expert checkpoint name for the paper presets
+
+    def expert_config(self) -> ExpertConfig:
+        """The expert's sizes, derived from the tower (D, g) plus this preset's overrides."""
+        return ExpertConfig(
+            vision_dim=self.vision.hidden_size,
+            grid=self.geometry.grid,
+            num_levels=len(self.feature_levels),
+            pool_size=self.geometry.pool_size,
+            **self.expert_dims,
+        )
+
+    def hint_phrases(self) -> list[str]:
+        return [self.hint_template.format(level=lvl) for lvl in self.hint_levels]
+
+    def replace(self, **changes) -> "AnomalyOVConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def _siglip_so400m_26() -> SiglipVisionConfig:
+    """SigLIP-so400m-patch14-384 with its last encoder layer removed (DESIGN §2.1)."""
+    return SiglipVisionConfig(
+        hidden_size=1152, image_size=384, intermediate_size=4304, num_attention_heads=16,
+        num_hidden_layers=26, patch_size=14, vision_use_head=False, layer_norm_eps=1e-6,
+    )
+
+
+def _qwen2(size: str) -> Qwen2Config:
+    if size == "0.5b":
+        return Qwen2Config(
+            hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+            num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+            max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+            bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+        )
+    if size == "7b":
+        return Qwen2Config(
+            hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+            num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+            max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+            bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+        )
+    raise ValueError(size)
+
+
+def _tiny() -> AnomalyOVConfig:
+    # Tile 56 px, patch 8 → a 7×7 grid: odd like the paper's 27, so AdaptiveAvgPool2d(2)
+    # overlaps on the middle row/column exactly as it does at paper geometry.
+    vision = SiglipVisionConfig(
+        hidden_size=32, image_size=56, intermediate_size=64, num_attention_heads=4,
+        num_hidden_layers=5, patch_size=8, vision_use_head=False,
+    )
+    text = Qwen2Config(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+        max_position_embeddings=4096, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+    )
+    # The paper caps the long side at 1024 = 2.67 tiles; the same ratio at tile 56 is ~149 px.
+    geometry = Geometry(tile_size=56, patch_size=8, max_long_side=150)
+    return AnomalyOVConfig(
+        name="tiny", vision=vision, text=text, geometry=geometry, feature_levels=(1, 2, 3, 4),
+        expert_dims=dict(embed_dim=16, class_dim=16, attention_dim=16, score_hidden=16),
+    )
+
+
+def _paper(size: str) -> AnomalyOVConfig:
+    vision = _siglip_so400m_26()
+    return AnomalyOVConfig(
+        name=f"paper-{size}", vision=vision, text=_qwen2(size),
+        geometry=Geometry(tile_size=vision.image_size, patch_size=vision.patch_size),
+        # hidden_states[k] is the output of encoder layer k (index 0 = embeddings); the
+        # official code's `i-1 in [6,12,18,24]` selects these four (DESIGN §2.1).
+        feature_levels=(7, 13, 19, 25),
+        hub_id=f"llava-hf/llava-onevision-qwen2-{size}-ov-hf",
+        expert_file=f"pretrained_expert_{size.replace('.', '')}.pth",
+    )
+
+
+PRESETS = {
+    "tiny": _tiny,
+    "paper-0.5b": lambda: _paper("0.5b"),
+    "paper-7b": lambda: _paper("7b"),
+}
+
+
+def get_preset(name: str) -> AnomalyOVConfig:
+    """Return the :class:`AnomalyOVConfig` of a preset by name."""
+    if isinstance(name, AnomalyOVConfig):
+        return name
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,67 @@
+"""Every touch-point with transformers internals, in one place (DESIGN §6).
+
+The kit composes an *unmodified* ``LlavaOnevisionForConditionalGeneration``; this module
+knows its attribute paths and config fields so that a transformers upgrade breaks here, in
+one small file with its own tests (``tests/test_hf.py``), and nowhere else.
+Tested range: transformers >=5.24,<5.25 (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+from .config import AnomalyOVConfig
+
+
+def llava_config(config: AnomalyOVConfig, image_token_id: int) -> LlavaOnevisionConfig:
+    """The transformers config of the base MLLM of ``config`` (llava-hf layout)."""
+    g = config.geometry
+    return LlavaOnevisionConfig(
+        vision_config=config.vision,
+        text_config=config.text,
+        image_token_index=image_token_id,
+        image_grid_pinpoints=[list(p) for p in g.pinpoints],
+        vision_feature_select_strategy="default" if config.has_cls_token else "full",
+        vision_feature_layer=config.final_level,
+        vision_aspect_ratio=f"anyres_max_{g.max_num_patches}",
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=True,
+        tie_word_embeddings=config.text.tie_word_embeddings,
+    )
+
+
+def build_mllm(config: AnomalyOVConfig, image_token_id: int) -> LlavaOnevisionForConditionalGeneration:
+    """A randomly initialised base MLLM (weights are loaded separately)."""
+    model = LlavaOnevisionForConditionalGeneration(llava_config(config, image_token_id))
+    return model.eval()
+
+
+def load_mllm(path: str, **kwargs) -> LlavaOnevisionForConditionalGeneration:
+    """llava-hf format weights from a local directory or Hub id (local files only)."""
+    kwargs.setdefault("local_files_only", True)
+    return LlavaOnevisionForConditionalGeneration.from_pretrained(path, **kwargs).eval()
+
+
+def vision_tower(mllm) -> nn.Module:
+    return mllm.model.vision_tower
+
+
+def projector(mllm) -> nn.Module:
+    """``mlp2x_gelu``: Linear(D→H) → GELU → Linear(H→H); projects visual *and* expert tokens."""
+    return mllm.model.multi_modal_projector
+
+
+def image_newline(mllm) -> nn.Parameter:
+    return mllm.model.image_newline
+
+
+def embed_tokens(mllm) -> nn.Module:
+    return mllm.get_input_embeddings()
+
+
+def tower_hidden_states(tower: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """All hidden states of a transformers vision tower: index 0 embeddings, k = layer k."""
+    out = tower(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+    return out.hidden_states

@@ -1,0 +1,251 @@
+"""AnomalyOV: LLaVA-OneVision + the anomaly expert (paper §3; DESIGN §3 "Into the LLM").
+
+One pass, one direction:
+
+    tiles ─ vision tower (once) ─┬─ final features ── projector ─────────────┐
+                                 └─ levels + final ── expert ── projector ───┤
+                                                     └─ score → hint phrase ─┴─ block per image
+    input_ids (placeholders) ── embed ── scatter blocks ── LLM (inputs_embeds) → logits / loss
+
+The base MLLM is an unmodified transformers ``LlavaOnevisionForConditionalGeneration``, so
+llava-hf weights load unchanged; with ``use_expert = False`` this class computes exactly what
+transformers computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import hf
+from .anyres import fit_size
+from .assembly import assemble_block
+from .config import AnomalyOVConfig, get_preset
+from .expert import AnomalyExpert, ExpertOutput
+from .images import load_image
+from .processor import AnomalyOVProcessor
+from .vision import VisionFeatures, extract_features
+
+
+@dataclass
+class AnomalyOVOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # [batch, seq, vocab]
+    anomaly_scores: torch.Tensor | None  # [images] expert scores (None without the expert)
+    expert: ExpertOutput | None = None
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+@dataclass
+class Detection:
+    """Expert-only result for one image (no LLM run)."""
+
+    score: float  # anomaly score in [0, 1]
+    anomaly_map: np.ndarray  # [H, W] at the input image's resolution, mean of the two below
+    base_map: np.ndarray  # [H, W] base-view map, resized
+    crop_map: np.ndarray  # [H, W] crop maps stitched, padding removed, resized
+    grid_shape: tuple[int, int]  # (rows, cols) of crops
+
+
+def _tokenizer_for(config: AnomalyOVConfig):
+    if config.tokenizer == "qwen2":
+        from .tokenizers import qwen2_tokenizer
+
+        return qwen2_tokenizer()
+    raise ValueError(f"no offline tokenizer named {config.tokenizer!r}")
+
+
+class AnomalyOV(nn.Module):
+    def __init__(self, config: AnomalyOVConfig, mllm, expert: AnomalyExpert, tokenizer, label_rule: str = "official"):
+        super().__init__()
+        self.config = config
+        self.mllm = mllm
+        self.expert = expert
+        self.tokenizer = tokenizer
+        self.processor = AnomalyOVProcessor(config, tokenizer, label_rule=label_rule)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, config: AnomalyOVConfig | str, tokenizer=None, seed: int | None = 0, **kw) -> "AnomalyOV":
+        """Random weights at the preset's geometry (the ``tiny`` preset, shape studies)."""
+        config = get_preset(config)
+        tokenizer = tokenizer or _tokenizer_for(config)
+        if seed is not None:
+            torch.manual_seed(seed)
+        mllm = hf.build_mllm(config, tokenizer.convert_tokens_to_ids("<image>"))
+        return cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
+
+    @classmethod
+    def from_preset(cls, name: str, *, model_path: str | None = None, expert_path: str | None = None, **kw) -> "AnomalyOV":
+        """``tiny`` (random, instant) or a paper preset from local llava-hf + official expert files."""
+        config = get_preset(name)
+        if config.hub_id is None:
+            return cls.from_config(config, **kw)
+        from .weights.presets import load_paper_preset
+
+        return load_paper_preset(cls, config, model_path=model_path, expert_path=expert_path, **kw)
+
+    @property
+    def use_expert(self) -> bool:
+        return self.processor.expert
+
+    @use_expert.setter
+    def use_expert(self, value: bool) -> None:
+        self.processor.expert = bool(value)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mllm.parameters()).device
+
+    # ------------------------------------------------------------------ vision side
+
+    def features(self, pixel_values: torch.Tensor) -> VisionFeatures:
+        """One tower pass over [N, 3, S, S] tiles → final [N, P, D] and the expert's levels."""
+        c = self.config
+        return extract_features(hf.vision_tower(self.mllm), pixel_values.to(self.device),
+                                c.feature_levels, c.final_level, c.has_cls_token)
+
+    def hint_level(self, scores: torch.Tensor) -> torch.Tensor:
+        """0/1/2 = slightly/moderately/highly: score < 0.3, < 0.7, else (not differentiable)."""
+        bounds = torch.tensor(self.config.hint_thresholds, dtype=scores.dtype, device=scores.device)
+        return torch.bucketize(scores.detach(), bounds, right=True)
+
+    def image_blocks(self, pixel_values, image_sizes, split_sizes=None, single_view=None):
+        """Per image, its [T_i, H] block of LLM embeddings; plus the expert's output."""
+        sizes = [tuple(s) for s in torch.as_tensor(image_sizes).tolist()]
+        single = [False] * len(sizes) if single_view is None else [bool(s) for s in torch.as_tensor(single_view)]
+        layouts = [self.processor.layout(h, w, single_view=sv) for (h, w), sv in zip(sizes, single)]
+        if split_sizes is None:
+            split_sizes = [lay.num_tiles for lay in layouts]
+        split = [int(s) for s in torch.as_tensor(split_sizes).tolist()]
+        if split != [lay.num_tiles for lay in layouts] or sum(split) != pixel_values.shape[0]:
+            raise ValueError(f"tiles per image {split} do not match the image sizes {sizes} "
+                             f"({[lay.num_tiles for lay in layouts]}) / {pixel_values.shape[0]} tiles given")
+        feats = self.features(pixel_values)
+        proj = hf.projector(self.mllm)
+        pdtype = next(proj.parameters()).dtype
+        visual = proj(feats.final.to(pdtype)).split(split)  # I × [tiles, P, H]
+        newline = hf.image_newline(self.mllm)
+        out = None
+        if self.use_expert:
+            out = self.expert(feats.final, feats.levels, split)
+            selected = proj(out.selected_tokens.to(pdtype)).split(split)  # I × [tiles, k², H]
+            global_tokens = proj(out.global_tokens.to(pdtype))  # [I, H]
+            hint_ids = torch.tensor(self.processor.hint_ids, device=self.device)  # [3, T_h]
+            hints = hf.embed_tokens(self.mllm)(hint_ids[self.hint_level(out.scores)])  # [I, T_h, H]
+            blocks = [assemble_block(lay, v, newline, h, gt, s)
+                      for lay, v, h, gt, s in zip(layouts, visual, hints, global_tokens, selected)]
+        else:
+            blocks = [assemble_block(lay, v, newline) for lay, v in zip(layouts, visual)]
+        return blocks, out
+
+    def embed(self, input_ids, pixel_values=None, image_sizes=None, split_sizes=None, single_view=None):
+        """inputs_embeds [B, L, H] with every image block scattered over its placeholders."""
+        ids = input_ids.to(self.device)
+        placeholder = ids == self.processor.image_token_id
+        embeds = hf.embed_tokens(self.mllm)(ids.masked_fill(placeholder, self.processor.pad_token_id))
+        out = None
+        if pixel_values is not None:
+            blocks, out = self.image_blocks(pixel_values, image_sizes, split_sizes, single_view)
+            feats = torch.cat(blocks).to(embeds.dtype)
+            if feats.shape[0] != int(placeholder.sum()):
+                raise ValueError(f"image blocks hold {feats.shape[0]} tokens but input_ids has "
+                                 f"{int(placeholder.sum())} placeholders (use_expert={self.use_expert}: "
+                                 "was the batch made by a processor with the same setting?)")
+            embeds = embeds.masked_scatter(placeholder[..., None], feats)
+        elif placeholder.any():
+            raise ValueError("input_ids hold image placeholders but no pixel_values were given")
+        return embeds, out
+
+    # ------------------------------------------------------------------ LLM side
+
+    def forward(self, input_ids, attention_mask=None, labels=None, pixel_values=None, image_sizes=None,
+                split_sizes=None, single_view=None, **kwargs) -> AnomalyOVOutput:
+        """Trainer-compatible: returns ``loss`` (when ``labels`` are given) and ``logits``."""
+        embeds, out = self.embed(input_ids, pixel_values, image_sizes, split_sizes, single_view)
+        res = self.mllm(inputs_embeds=embeds, attention_mask=None if attention_mask is None else attention_mask.to(self.device),
+                        labels=None if labels is None else labels.to(self.device), **kwargs)
+        return AnomalyOVOutput(loss=res.loss, logits=res.logits,
+                               anomaly_scores=None if out is None else out.scores, expert=out)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, split_sizes=None,
+                 single_view=None, labels=None, **gen_kwargs) -> torch.Tensor:
+        """New token ids [B, T] (greedy by default). Right-padded batches are left-aligned first."""
+        embeds, _ = self.embed(input_ids, pixel_values, image_sizes, split_sizes, single_view)
+        mask = torch.ones(input_ids.shape, dtype=torch.long) if attention_mask is None else attention_mask
+        mask = mask.to(self.device)
+        lengths = mask.sum(1)
+        shift = mask.shape[1] - lengths  # move each row's padding to the left
+        idx = (torch.arange(mask.shape[1], device=self.device)[None] - shift[:, None]) % mask.shape[1]  # [B, L]
+        embeds = embeds.gather(1, idx[..., None].expand_as(embeds))
+        mask = mask.gather(1, idx)
+        gen_kwargs.setdefault("do_sample", False)
+        gen_kwargs.setdefault("eos_token_id", self.processor.im_end_id)
+        gen_kwargs.setdefault("pad_token_id", self.processor.pad_token_id)
+        return self.mllm.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
+
+    @torch.no_grad()
+    def chat(self, image, question: str, history=None, max_new_tokens: int = 128, **gen_kwargs) -> str:
+        """Answer ``question`` about ``image``; ``history`` is [(question, answer), ...] or messages."""
+        conv = []
+        for turn in history or []:
+            conv += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}] \
+                if isinstance(turn, (tuple, list)) else [turn]
+        conv.append({"role": "user", "content": question})
+        first_user = next(t for t in conv if t["role"] in ("user", "human"))
+        if "<image>" not in "".join(t.get("content", "") for t in conv):
+            first_user["content"] = "<image>\n" + first_user["content"]
+        batch = self.processor([conv], [[image]], add_generation_prompt=True)
+        batch.pop("labels")
+        ids = self.generate(**batch, max_new_tokens=max_new_tokens, **gen_kwargs)
+        return self.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+
+    # ------------------------------------------------------------------ expert only
+
+    @torch.no_grad()
+    def detect(self, images) -> list[Detection]:
+        """Anomaly score and map per image from the tower and expert alone (no LLM)."""
+        images = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
+        batch = self.processor.images(images)
+        feats = self.features(batch.pixel_values)
+        split = batch.split_sizes.tolist()
+        out = self.expert(feats.final, feats.levels, split)
+        maps = out.anomaly_maps.split(split)
+        results = []
+        for img, (h, w), m, score in zip(images, batch.image_sizes.tolist(), maps, out.scores.tolist()):
+            layout = self.processor.layout(h, w)
+            rows, cols = layout.grid_shape
+            size = (img.height, img.width)
+            base = F.interpolate(m[:1, None], size, mode="bilinear", align_corners=False)[0, 0]
+            g, s = m.shape[-1], self.config.geometry.tile_size
+            canvas = m[1:].view(rows, cols, g, g).permute(0, 2, 1, 3).reshape(rows * g, cols * g)
+            canvas = F.interpolate(canvas[None, None], (rows * s, cols * s), mode="bilinear", align_corners=False)[0, 0]
+            nh, nw = fit_size(h, w, (rows * s, cols * s))
+            top, left = (rows * s - nh) // 2, (cols * s - nw) // 2
+            crop = canvas[top : top + nh, left : left + nw]
+            crop = F.interpolate(crop[None, None], size, mode="bilinear", align_corners=False)[0, 0]
+            results.append(Detection(score=score, anomaly_map=((base + crop) / 2).cpu().numpy(),
+                                     base_map=base.cpu().numpy(), crop_map=crop.cpu().numpy(),
+                                     grid_shape=(rows, cols)))
+        return results
+
+    # ------------------------------------------------------------------ weights
+
+    def save_pretrained(self, path) -> None:
+        from .weights.io import save_anomalyov
+
+        save_anomalyov(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path, **kw) -> "AnomalyOV":
+        from .weights.io import load_anomalyov
+
+        return load_anomalyov(cls, path, **kw)
