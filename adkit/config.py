@@ -80,9 +80,12 @@ class ExpertConfig:
         return self.pool_size * self.pool_size
 
 
-@dataclass(frozen=True)
+@dataclass
 class AnomalyOVConfig:
-    """Everything needed to build an :class:`adkit.AnomalyOV` (without weights)."""
+    """Everything needed to build an :class:`adkit.AnomalyOV` (without weights).
+
+    Not frozen: ``transformers.Trainer`` sets flags such as ``use_cache`` on ``model.config``.
+    """
 
     name: str
     vision: PreTrainedConfig  # a transformers vision config (SigLIP, DINOv2, ...)

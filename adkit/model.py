@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 from . import hf
 from .anyres import fit_size
@@ -32,14 +33,13 @@ from .vision import VisionFeatures, extract_features
 
 
 @dataclass
-class AnomalyOVOutput:
-    loss: torch.Tensor | None
-    logits: torch.Tensor  # [batch, seq, vocab]
-    anomaly_scores: torch.Tensor | None  # [images] expert scores (None without the expert)
-    expert: ExpertOutput | None = None
+class AnomalyOVOutput(ModelOutput):
+    """A transformers ``ModelOutput``: ``out.loss``, ``out["loss"]`` and ``out[0]`` all work (Trainer)."""
 
-    def __getitem__(self, key):
-        return getattr(self, key)
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # [batch, seq, vocab]
+    anomaly_scores: torch.Tensor | None = None  # [images] expert scores (None without the expert)
+    expert: ExpertOutput | None = None
 
 
 @dataclass
