@@ -41,6 +41,8 @@ def load_paper_preset(cls, config: AnomalyOVConfig, model_path=None, expert_path
                             **({"dtype": torch_dtype} if torch_dtype else {}))
     except OSError as exc:
         raise FileNotFoundError(missing_weights_message(config, "base MLLM weights", f"{model_path}: {exc}")) from None
+    # the loaded folder is the truth for the MLLM's sizes; the preset supplies geometry and levels
+    config = config.replace(vision=mllm.config.vision_config, text=mllm.config.text_config)
     expert = AnomalyExpert.from_official_checkpoint(expert_path)
     if expert.config.vision_dim != config.vision.hidden_size:
         raise CheckpointError(f"{expert_path}: expert width {expert.config.vision_dim} does not match "
@@ -48,4 +50,7 @@ def load_paper_preset(cls, config: AnomalyOVConfig, model_path=None, expert_path
     from ..model import _tokenizer_for
 
     tokenizer = _tokenizer_for(config)
+    if tokenizer.convert_tokens_to_ids("<image>") != mllm.config.image_token_id:
+        raise CheckpointError(f"{model_path}: image token id {mllm.config.image_token_id} differs from the "
+                              f"tokenizer's <image> id {tokenizer.convert_tokens_to_ids('<image>')}")
     return cls(config, mllm, expert, tokenizer, **kw).eval()
