@@ -198,7 +198,7 @@ class AnomalyOV(nn.Module):
         conv = []
         for turn in history or []:
             conv += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}] \
-                if isinstance(turn, (tuple, list)) else [turn]
+                if isinstance(turn, (tuple, list)) else [dict(turn)]  # copies: the caller's history is not touched
         conv.append({"role": "user", "content": question})
         first_user = next(t for t in conv if t["role"] in ("user", "human"))
         if "<image>" not in "".join(t.get("content", "") for t in conv):

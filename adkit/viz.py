@@ -186,13 +186,12 @@ def show_level_maps(level_maps, fused=None, axes=None, labels=None, cmap="jet"):
         axes = np.atleast_1d(axes).ravel()
         if len(axes) < len(panels):
             raise ValueError(f"{len(panels)} panels but {len(axes)} axes")
-    fig = axes[0].figure
     for ax, m, name in zip(axes, panels, names):
         im = ax.imshow(m, cmap=cmap, vmin=0, vmax=1)
         ax.set_title(f"{name}\n{m.shape[0]}×{m.shape[1]}", fontsize=9)
         ax.set(xticks=[], yticks=[])
-    fig.colorbar(im, ax=list(axes[: len(panels)]), fraction=0.02, pad=0.02)
-    return fig, axes
+    axes[0].figure.colorbar(im, ax=list(axes[: len(panels)]), fraction=0.02, pad=0.02)
+    return axes[0].figure, axes
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -214,9 +213,8 @@ def token_strip(layout: ImageLayout, ax=None, annotate: bool = True):
                 linewidth=0.5, label=f"{name} ({n})")
         if annotate and n >= 0.06 * total:
             ax.text(x + n / 2, 0, str(n), ha="center", va="center", color="white", fontsize=9, fontweight="bold")
-    small = [k for k, (_, n) in enumerate(segments) if n < 0.06 * total]
-    if annotate and small and len(segments) > 1:  # zoom on the tail that holds the thin segments
-        first = small[0]
+    first = next((k for k, (_, n) in enumerate(segments) if n < 0.06 * total), None)  # first thin segment
+    if annotate and first is not None and len(segments) > 1:  # zoom on the tail that holds the thin segments
         inset = ax.inset_axes([0.45, 1.25, 0.55, 0.8])
         for k in range(first, len(segments)):
             name, n = segments[k]
@@ -227,7 +225,9 @@ def token_strip(layout: ImageLayout, ax=None, annotate: bool = True):
         inset.set(xlim=(max(0, starts[first] - 0.15 * (total - starts[first])), total), ylim=(-0.9, 0.9), yticks=[])
         inset.tick_params(labelsize=6)
         inset.set_title("zoom: block tail", fontsize=7)
-        ax.indicate_inset_zoom(inset, edgecolor="0.4")
+        ind = ax.indicate_inset_zoom(inset, edgecolor="0.4")  # frame only: the connectors cross the strip
+        for line in (ind[1] if isinstance(ind, tuple) else ind.connectors) or []:
+            line.set_visible(False)
     ax.set(xlim=(0, total), ylim=(-0.9, 0.9), yticks=[], xlabel="token position in the image block")
     h, w = layout.image_size
     ax.set_title(f"{h}×{w} image → {total} tokens", fontsize=10, loc="left")

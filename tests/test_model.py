@@ -218,3 +218,10 @@ def test_transformers_trainer_runs_and_lowers_the_loss(tiny, photo, tmp_path):
     with torch.no_grad():
         after = float(model.eval()(**batch).loss)
     assert after < before
+
+
+def test_chat_leaves_the_callers_history_alone(tiny, photo):
+    history = [{"role": "user", "content": "Is it broken?"}, {"role": "assistant", "content": "No."}]
+    snapshot = [dict(t) for t in history]
+    tiny.chat(photo, "Why?", history=history, max_new_tokens=2)
+    assert history == snapshot
