@@ -76,7 +76,10 @@ class LookTwiceFeatureMatching(nn.Module):
         return torch.stack([l2norm(project(inp, adaptor)) for adaptor in self.prompt_adaptors], dim=1)  # [B, L, 2, E]
 
     def patch_embeddings(self, levels: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Step 4: U_i = l2norm(Adaptor_i(L_i)). L × [N, P, D] → [N, L, P, E] in fp32."""
+        """Step 4: U_i = l2norm(Adaptor_i(L_i)). L × [N, P, D] → [N, L, P, E] in fp32.
+
+        For inspection and teaching; ``forward`` fuses this with step 5 to save memory passes.
+        """
         dtype = getattr(torch, self.config.projection_dtype)
         return torch.stack(
             [l2norm(project(lvl, adaptor, dtype)) for lvl, adaptor in zip(levels, self.patch_adaptors)], dim=1
@@ -105,11 +108,17 @@ class LookTwiceFeatureMatching(nn.Module):
         # is row-wise, computing it once per image and gathering is the same as repeating G.
         class_vec = self.class_vector(final[base_rows])  # [B, C]
         prompts = self.prompts(class_vec)[image_index]  # [N, L, 2, E]
-        patches = self.patch_embeddings(levels)  # [N, L, P, E]
-        # Step 5: cosine matching at temperature 100, softmax over {normal, anomaly}.
-        logits = self.config.logit_scale * patches @ prompts.transpose(-1, -2)  # [N, L, P, 2]
-        probs = logits.softmax(dim=-1)[..., 1]  # [N, L, P]
-        level_maps = probs.reshape(n, -1, g, g)  # [N, L, g, g]  token t → (t // g, t % g)
+        # Steps 4–5 fused per level. softmax over {normal, anomaly} of 100·⟨u, d⟩ with u = y/‖y‖
+        # is sigmoid(100·⟨y, d_anom − d_norm⟩ / ‖y‖): same map, without materialising the unit
+        # patch embeddings or a 2-column matmul over [N, L, P, E] (see patch_embeddings()).
+        dtype = getattr(torch, self.config.projection_dtype)
+        diff = self.config.logit_scale * (prompts[:, :, 1] - prompts[:, :, 0])  # [N, L, E]
+        maps = []
+        for i, (lvl, adaptor) in enumerate(zip(levels, self.patch_adaptors)):
+            y = project(lvl, adaptor, dtype)  # [N, P, E]
+            z = (y @ diff[:, i, :, None]).squeeze(-1) / y.norm(dim=-1)  # [N, P]
+            maps.append(torch.sigmoid(z))
+        level_maps = torch.stack(maps, dim=1).reshape(n, -1, g, g)  # [N, L, P] → [N, L, g, g]
         # Step 6: fuse levels; crop significance is the mean anomaly probability of the crop.
         anomaly_map = level_maps.mean(dim=1)  # [N, g, g]
         crop_significance = anomaly_map.mean(dim=(1, 2))  # [N]
