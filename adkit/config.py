@@ -68,7 +68,9 @@ class ExpertConfig:
     num_levels: int = 4  # vision levels matched against the prompts
     pool_size: int = 2  # AdaptiveAvgPool2d(pool_size): pool_size² selected tokens per crop
     logit_scale: float = 100.0  # temperature of the prompt/patch matching
-    eps: float = 0.0  # optional epsilon in the map-weighted divisions (0 = official semantics)
+    # optional epsilon in the map-weighted divisions; 0 = official semantics, where a pooling
+    # cell whose map underflows to exactly 0 everywhere gives 0/0 = NaN for that image
+    eps: float = 0.0
     projection_dtype: str = "float32"  # "bfloat16" runs the five token projections in bf16
 
     @property
