@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/ $(JUPYTER_ARGS)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
 # --nbval-lax makes pytest collect notebooks/*.ipynb too (plain tests/*.py are
 # collected as usual); lax = every cell must run without error, and only cells

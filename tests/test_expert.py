@@ -131,6 +131,7 @@ class _Evil:
         return (print, ("this pickle runs code",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_foreign_pth_is_loaded_weights_only(tmp_path):
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as f:
