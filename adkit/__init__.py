@@ -35,10 +35,10 @@ class TokenBudget:
 
 def token_budget(height: int, width: int, preset: str = "paper-0.5b", *, single_view: bool = False) -> TokenBudget:
     """Token counts for one ``height × width`` image under ``preset`` (tokenizer built offline)."""
-    from .model import _tokenizer_for
+    from .tokenizers import load_tokenizer
 
     config = get_preset(preset)
-    processor = AnomalyOVProcessor(config, _tokenizer_for(config))
+    processor = AnomalyOVProcessor(config, load_tokenizer(config.tokenizer))
     lay = processor.layout(height, width, single_view=single_view)
     return TokenBudget(visual=lay.visual_tokens, hint=lay.hint_tokens, expert=lay.expert_tokens,
                        total=lay.total, layout=lay)

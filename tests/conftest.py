@@ -21,3 +21,15 @@ def photo():
     img = np.stack([xx * 1.5, yy * 2.0, 128 + 60 * np.sin(xx / 9.0)], -1)
     img[40:60, 90:115] = 255
     return Image.fromarray(np.clip(img, 0, 255).astype("uint8"))
+
+
+@pytest.fixture(scope="session")
+def small():
+    """The small preset: real DINOv2-S + SmolLM2-135M (converted and cached on first use)."""
+    import warnings
+
+    from adkit import AnomalyOV
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return AnomalyOV.from_preset("small")

