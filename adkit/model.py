@@ -43,6 +43,9 @@ class AnomalyOVOutput(ModelOutput):
     expert: ExpertOutput | None = None
 
 
+RANDOM_PARTS = ("vision_tower", "language_model", "projector", "image_newline", "expert")
+
+
 @dataclass
 class Detection:
     """Expert-only result for one image (no LLM run)."""
@@ -74,7 +77,9 @@ class AnomalyOV(nn.Module):
         if seed is not None:
             torch.manual_seed(seed)
         mllm = hf.build_mllm(config, tokenizer.convert_tokens_to_ids("<image>"))
-        return cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
+        model = cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
+        model.untrained = RANDOM_PARTS  # loaders that copy weights in narrow this down
+        return model
 
     @classmethod
     def from_preset(cls, name: str, *, model_path: str | None = None, expert_path: str | None = None, **kw) -> "AnomalyOV":

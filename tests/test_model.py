@@ -225,3 +225,9 @@ def test_chat_leaves_the_callers_history_alone(tiny, photo):
     snapshot = [dict(t) for t in history]
     tiny.chat(photo, "Why?", history=history, max_new_tokens=2)
     assert history == snapshot
+
+
+def test_untrained_parts_are_reported(tiny, tmp_path):
+    assert "expert" in tiny.untrained and "language_model" in tiny.untrained
+    tiny.save_pretrained(tmp_path / "ckpt")
+    assert AnomalyOV.from_pretrained(tmp_path / "ckpt").untrained == ()

@@ -64,4 +64,5 @@ def load_anomalyov(cls, path, **kw):
         raise CheckpointError(f"{path / WEIGHTS_FILE} does not match the model:\n"
                               f"  missing keys ({len(missing)}): {', '.join(sorted(missing)[:20])}\n"
                               f"  unexpected keys ({len(unexpected)}): {', '.join(sorted(unexpected)[:20])}")
+    model.untrained = ()  # every weight came from the checkpoint
     return model.eval()
