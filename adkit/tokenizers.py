@@ -21,13 +21,13 @@ import base64
 import functools
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 from transformers import PreTrainedTokenizerFast
+
+from .cache import cache_folder, publish_folder
 
 QWEN2_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
@@ -129,11 +129,6 @@ def build_qwen2_tokenizer(ranks_path: str | os.PathLike | None = None) -> PreTra
     )
 
 
-def default_cache_dir() -> Path:
-    """``$ADKIT_CACHE`` if set, else ``~/.cache/adkit``."""
-    return Path(os.environ.get("ADKIT_CACHE") or Path.home() / ".cache" / "adkit")
-
-
 def _looks_right(tok: PreTrainedTokenizerFast) -> bool:
     """Cheap sanity check used to reject a stale or corrupt on-disk cache."""
     return (len(tok) == 151648 and tok.pad_token_id == 151643 and tok.eos_token_id == 151645
@@ -150,21 +145,8 @@ def _cached(target: str) -> PreTrainedTokenizerFast:
                 return tok
         except Exception:  # corrupt cache: fall through and rebuild
             pass
-    stale = target_dir.exists()  # unusable cache left by an older/crashed run
     tok = build_qwen2_tokenizer()
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}-", dir=target_dir.parent))
-    try:
-        tok.save_pretrained(str(tmp))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if stale:
-            shutil.rmtree(target_dir, ignore_errors=True)
-        try:
-            os.replace(tmp, target_dir)  # atomic publish of the complete folder
-        except OSError:  # a concurrent process published first; keep theirs
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_folder(target_dir, lambda tmp: tok.save_pretrained(str(tmp)))
     return tok
 
 
@@ -176,8 +158,7 @@ def qwen2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTok
     ``qwen.tiktoken`` on the first call, loaded from disk afterwards, and memoised
     in-process per cache directory (callers share one object -- don't mutate it).
     """
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return _cached(str((base.expanduser() / _SUBDIR).resolve()))
+    return _cached(str(cache_folder(_SUBDIR, cache_dir)))
 
 
 def load_tokenizer(name: str):

