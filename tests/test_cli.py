@@ -1,0 +1,127 @@
+"""The ``adkit`` command line (adkit/cli.py): run in-process with the tiny preset."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adkit import cli
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, (h, w) in (("b_first", (60, 90)), ("a_second", (80, 50))):
+        p = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_detect_json_order_and_scores(pngs, capsys):
+    assert cli.main(["detect", *pngs, "--preset", "tiny", "--threshold", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in out] == pngs
+    for r in out:
+        assert 0 < r["score"] < 1 and r["anomalous"] is True and r["map"] is None
+        assert len(r["grid"]) == 2
+
+
+def test_detect_maps_and_json_file(pngs, tmp_path, capsys):
+    maps, js = tmp_path / "maps", tmp_path / "out.json"
+    assert cli.main(["detect", *pngs, "--preset", "tiny", "--maps", str(maps), "--json", str(js)]) == 0
+    assert capsys.readouterr().out == ""
+    out = json.loads(js.read_text())
+    for r, src in zip(out, pngs):
+        with Image.open(src) as im:
+            w, h = im.size
+        with Image.open(r["map"]) as ov:
+            assert ov.format == "PNG" and ov.width >= w and ov.height >= h
+        raw = np.load(r["map"][:-4] + ".npy")
+        assert raw.shape == (h, w)
+        assert r["anomalous"] == (r["score"] >= 0.5)
+
+
+def test_budget(capsys):
+    assert cli.main(["budget", "768", "1024", "--preset", "paper-0.5b"]) == 0
+    lines = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert lines["visual"] == "4725" and lines["total"] == "4764"
+
+
+def test_bad_image(tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    assert cli.main(["detect", str(bad), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adkit: error:") and "broken.png" in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert cli.main(["chat", str(tmp_path / "nope.png"), "hi", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "nope.png" in err and "Traceback" not in err
+
+
+def test_paper_preset_without_weights(pngs, monkeypatch, capsys):
+    monkeypatch.delenv("ADKIT_EXPERT_PATH", raising=False)
+    monkeypatch.delenv("ADKIT_LLAVA_PATH", raising=False)
+    assert cli.main(["detect", pngs[0], "--preset", "paper-0.5b"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adkit: error:") and "ADKIT_EXPERT_PATH" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [[], ["detect"], ["budget", "x", "3"], ["detect", "a.png", "--preset", "huge"],
+                                  ["detect", "a.png", "--threshold", "high"]])
+def test_bad_arguments(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adkit: error:") and err.count("\n") == 1
+
+
+def test_chat_one_question(pngs, capsys):
+    assert cli.main(["chat", pngs[0], "Is there a defect?", "--preset", "tiny", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_chat_stdin_multi_turn(pngs, monkeypatch, capsys):
+    calls = []
+    real_load = cli._load_model
+
+    def load(args):
+        model = real_load(args)
+        orig = model.chat
+
+        def chat(image, question, history=None, **kw):
+            calls.append((question, list(history or [])))
+            return orig(image, question, history=history, **kw)
+
+        model.chat = chat
+        return model
+
+    monkeypatch.setattr(cli, "_load_model", load)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Is it damaged?\n\nWhere?\n"))
+    assert cli.main(["chat", pngs[0], "--preset", "tiny", "--max-new-tokens", "2"]) == 0
+    assert [q for q, _ in calls] == ["Is it damaged?", "Where?"]
+    assert calls[0][1] == [] and [q for q, _ in calls[1][1]] == ["Is it damaged?"]
+    assert capsys.readouterr().out.count("\n") >= 2  # one printed answer per question
+
+
+def test_help_subprocess():
+    res = subprocess.run([sys.executable, "-m", "adkit.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for word in ("detect", "chat", "budget", "ADKIT_EXPERT_PATH", "tiny", "small"):
+        assert word in res.stdout
+
+
+@pytest.mark.parametrize("cmd", ["detect", "chat", "budget"])
+def test_subcommand_help(cmd, capsys):
+    assert cli.main([cmd, "--help"]) == 0
+    assert "--preset" in capsys.readouterr().out
