@@ -176,15 +176,16 @@ class AnomalyOVProcessor:
         images = images or [[] for _ in conversations]
         if len(images) != len(conversations):
             raise ValueError(f"{len(conversations)} conversations but {len(images)} image lists")
-        flat, flags, rows = [], [], []
-        for conv, imgs in zip(conversations, images):
-            ids, labels = self.encode(conv, add_generation_prompt)
-            tiled = [load_image(im) for im in imgs]
-            single = len(tiled) > 1
-            layouts = [self.layout(im.height, im.width, single_view=single) for im in tiled]
+        encoded = [self.encode(conv, add_generation_prompt) for conv in conversations]
+        flat = [im for imgs in images for im in imgs]
+        flags = [len(imgs) > 1 for imgs in images for _ in imgs]  # multi-image samples: single view
+        img = self.images(flat, flags) if flat else None  # each image decoded and tiled once
+        sizes = [] if img is None else img.image_sizes.tolist()
+        rows, k = [], 0
+        for (ids, labels), imgs in zip(encoded, images):
+            layouts = [self.layout(h, w, single_view=len(imgs) > 1) for h, w in sizes[k:k + len(imgs)]]
             rows.append(self.expand(ids, labels, layouts))
-            flat += tiled
-            flags += [single] * len(tiled)
+            k += len(imgs)
         width = max(len(r[0]) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -193,8 +194,7 @@ class AnomalyOVProcessor:
             input_ids[i, : len(ids)], labels[i, : len(ids)], mask[i, : len(ids)] = (
                 torch.tensor(ids), torch.tensor(lab), 1)
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-        if flat:
-            img = self.images(flat, flags)
+        if img is not None:
             batch.update(pixel_values=img.pixel_values, image_sizes=img.image_sizes,
                          split_sizes=img.split_sizes, single_view=img.single_view)
         return batch
