@@ -9,10 +9,14 @@ as a one-line ``adkit: warning: ...`` note. Run ``adkit --help`` or ``adkit CMD 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 PRESETS = ("small", "tiny", "paper-0.5b", "paper-7b")
 PRESET_HELP = """presets:
@@ -27,6 +31,12 @@ PRESET_HELP = """presets:
 exit codes: 0 ok, 2 bad input (bad arguments, bad or missing image, missing weights), 1 other errors"""
 
 
+# Modules that add subcommands: each defines ``register(subparsers, tools)`` which calls
+# ``subparsers.add_parser(...)`` and ``set_defaults(func=handler)``; ``handler(args) -> int``.
+# They must import cheaply (heavy imports inside the handlers).
+EXTENSIONS = ("adkit.data.cli", "adkit.train.cli", "adkit.eval.cli", "adkit.demo.cli")
+
+
 class UsageError(Exception):
     """A problem with the user's input: reported in one line, exit code 2."""
 
@@ -36,6 +46,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class CommandTools:
+    """What an extension's ``register`` gets: the parser class, formatter, shared options."""
+
+    Parser: type
+    fmt: type
+    PRESETS: tuple
+    PRESET_HELP: str
+    UsageError: type
+    add_model_options: Callable
+    load_model: Callable
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package is absent
+        return False
 
 
 def _one_line(text) -> str:
@@ -92,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("height", metavar="H", type=int, help="image height in pixels")
     b.add_argument("width", metavar="W", type=int, help="image width in pixels")
     b.add_argument("--preset", choices=PRESETS, default="paper-0.5b", help="preset (default: paper-0.5b)")
+    d.set_defaults(func=cmd_detect)
+    c.set_defaults(func=cmd_chat)
+    b.set_defaults(func=cmd_budget)
+    tools = CommandTools(Parser=_Parser, fmt=fmt, PRESETS=PRESETS, PRESET_HELP=PRESET_HELP, UsageError=UsageError,
+                         add_model_options=_add_model_options, load_model=_load_model)
+    for name in EXTENSIONS:  # data / train / eval / demo commands live beside their code
+        if _module_exists(name):
+            importlib.import_module(name).register(sub, tools)
     return parser
 
 
@@ -198,12 +236,11 @@ def main(argv=None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
-    commands = {"detect": cmd_detect, "chat": cmd_chat, "budget": cmd_budget}
     with warnings.catch_warnings():
         warnings.simplefilter("once")
         warnings.showwarning = _show_warning
         try:
-            return commands[args.command](args)
+            return args.func(args)
         except (UsageError, ImageLoadError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
             print(f"adkit: error: {_one_line(exc)}", file=sys.stderr)  # ValueError: e.g. a checkpoint mismatch
             return 2
