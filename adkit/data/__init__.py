@@ -9,12 +9,17 @@
 - ``instruct`` / ``writers``: the paper's instruction-data pipeline with pluggable writers.
 """
 
+from .instruct import (
+    balance, build_instructions, conversations, deduplicate, describe, detection_counts, draw_boxes, hint, mask_boxes,
+    sample_context,
+)
 from .llava import load_llava_dataset, read_llava_json, save_llava_dataset, write_llava_json
 from .loaders import load_elpv, load_folder, load_mvtec, load_visa
 from .normals import CATEGORIES, PROVENANCE, SPLITS, Category, categories, make_samples, normal_image
 from .objects import OBJECTS, render_object
 from .records import AnomalySample, DataError
 from .synth import DEFECT_FAMILIES, SEVERITIES, Defect, location_phrase, perlin_noise, random_defect, synthesize
+from .writers import OpenAIWriter, TemplateWriter, TransformersWriter, Writer, WriterError
 from .visa_dr import DETECTION_PROMPT, DetectionItem, ReasoningItem, VisaDRBenchmark, read_visa_dr, write_visa_dr
 
 __all__ = [
@@ -24,5 +29,8 @@ __all__ = [
     "OBJECTS", "render_object",
     "load_mvtec", "load_visa", "load_folder", "load_elpv",
     "read_llava_json", "write_llava_json", "load_llava_dataset", "save_llava_dataset",
+    "hint", "sample_context", "mask_boxes", "draw_boxes", "describe", "conversations", "detection_counts", "balance",
+    "deduplicate", "build_instructions",
+    "Writer", "WriterError", "TemplateWriter", "TransformersWriter", "OpenAIWriter",
     "DETECTION_PROMPT", "DetectionItem", "ReasoningItem", "VisaDRBenchmark", "read_visa_dr", "write_visa_dr",
 ]

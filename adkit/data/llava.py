@@ -37,6 +37,9 @@ __all__ = ["IMAGE_TOKEN", "validate_record", "read_llava_json", "write_llava_jso
 IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")
 TOP_FIELDS = ("id", "image", "conversations")
+# "meta" (a dict) is the kit's one documented extra key: the instruction pipeline records the
+# writer's name and the sample's facts there (adkit.data.instruct); LLaVA loaders ignore it.
+OPTIONAL_FIELDS = ("meta",)
 TURN_FIELDS = ("from", "value")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -64,7 +67,9 @@ def validate_record(rec: Any, where: str = "record", *, image_root=None, check_i
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     where = _where(where, rec)
-    extra = sorted(set(rec) - set(TOP_FIELDS))
+    extra = sorted(set(rec) - set(TOP_FIELDS) - set(OPTIONAL_FIELDS))
+    if "meta" in rec and not isinstance(rec["meta"], dict):
+        raise DataError(f"{where}: 'meta' must be an object, got {type(rec['meta']).__name__}")
     if extra and not allow_extra:
         raise DataError(f"{where}: unknown field(s) {extra}; allowed: {list(TOP_FIELDS)} "
                         "(pass allow_extra=True to keep other fields)")

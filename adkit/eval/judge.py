@@ -18,13 +18,11 @@ deterministic (temperature 0 / greedy). Nothing here downloads anything.
 
 from __future__ import annotations
 
-import json
 import re
-import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from ..http import chat_url, post_chat_completion
 
 __all__ = [
     "JUDGE_SYSTEM", "JUDGE_TEMPLATE", "SCORE_RANGE", "JudgeError", "JudgeResult", "Judge",
@@ -105,10 +103,7 @@ class OpenAIJudge:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
                  max_tokens: int = 256, name: str | None = None):
-        root = base_url.rstrip("/")
-        if root.endswith("/v1"):
-            root = root[:-3]
-        self.url = root + "/v1/chat/completions"
+        self.url = chat_url(base_url)
         self.model, self.api_key, self.timeout, self.max_tokens = model, api_key, timeout, max_tokens
         self.name = name or f"openai:{model}"
 
@@ -118,32 +113,8 @@ class OpenAIJudge:
 
     def complete(self, body: dict[str, Any]) -> str:
         """POST ``body``; return the first choice's message content. Raises `JudgeError`."""
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", "replace")
-            raise JudgeError(f"judge {self.name}: HTTP {e.code} {e.reason} from {self.url}: {detail}") from e
-        except (socket.timeout, TimeoutError) as e:
-            raise JudgeError(f"judge {self.name}: no reply from {self.url} within {self.timeout} s") from e
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, (socket.timeout, TimeoutError)):
-                raise JudgeError(f"judge {self.name}: no reply from {self.url} within {self.timeout} s") from e
-            raise JudgeError(f"judge {self.name}: cannot reach {self.url}: {e.reason}") from e
-        try:
-            data = json.loads(payload)
-            content = data["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise JudgeError(f"judge {self.name}: malformed response from {self.url} (expected "
-                             f"choices[0].message.content): {payload[:300]!r}") from e
-        if not isinstance(content, str):
-            raise JudgeError(f"judge {self.name}: malformed response from {self.url}: content is "
-                             f"{type(content).__name__}, not a string")
-        return content
+        return post_chat_completion(self.url, body, api_key=self.api_key, timeout=self.timeout,
+                                    who=f"judge {self.name}", error=JudgeError)
 
     def score(self, question: str, reference: str, answer: str) -> JudgeResult:
         raw = self.complete(self.request_body(question, reference, answer))
