@@ -1,0 +1,150 @@
+"""``adkit eval zero-shot`` and ``adkit eval visa-dr`` (DESIGN §7; runners in adkit/eval/runners.py).
+
+Imports cheaply: the model, loaders and metrics are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import os
+
+_ZS_DESC = """Zero-shot detection with the anomaly expert alone (paper Table 2 protocol):
+image AUROC per class, then macro over classes; F1-max; pixel AUROC where masks exist.
+Prints a summary and the paper's Table 2 with an "adkit <preset>" row; --out writes CSV,
+markdown and figures. One source: --dataset elpv, --mvtec DIR, --visa DIR, --folder DIR
+or --heldout."""
+
+_DR_DESC = """VisA-D&R detection (greedy Yes/No answers, accuracy/precision/recall/F1 per class
+then macro, both parser rules) and reasoning (multi-turn, the model's own answers as history;
+ROUGE-L, Sentence-BERT, and a GPT-score when --judge-url is given), next to the paper's Table 4."""
+
+
+def register(subparsers, tools) -> None:
+    ev = subparsers.add_parser("eval", help="evaluate a model (zero-shot AUROC, VisA-D&R)",
+                               description="Evaluation protocols of the paper (DESIGN §7).")
+    sub = ev.add_subparsers(dest="eval_command", metavar="PROTOCOL", parser_class=tools.Parser)
+    sub.required = True
+
+    z = sub.add_parser("zero-shot", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_ZS_DESC,
+                       help="expert-only image AUROC against the paper's Table 2")
+    src = z.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=("elpv",), help="a packaged dataset: elpv (2,624 solar-cell images)")
+    src.add_argument("--mvtec", metavar="DIR", help="an MVTec AD folder (<cat>/test/..., ground_truth/...)")
+    src.add_argument("--visa", metavar="DIR", help="a VisA folder after its 1-class split")
+    src.add_argument("--folder", metavar="DIR", help="a generic folder of normal/anomalous images")
+    src.add_argument("--heldout", action="store_true", help="the kit's held-out synthetic categories")
+    z.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate N images (seeded random subset)")
+    z.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    z.add_argument("--categories", nargs="+", default=None, metavar="CAT", help="only these classes")
+    _common(z, tools)
+
+    d = sub.add_parser("visa-dr", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_DR_DESC,
+                       help="VisA-D&R detection and reasoning against the paper's Table 4")
+    d.add_argument("benchmark", metavar="PATH", help="the VisA-D&R benchmark (folder or file)")
+    d.add_argument("--limit", type=int, default=None, metavar="N", help="N detection and N reasoning items (seeded)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    d.add_argument("--rule", choices=("first_word", "official_substring"), default="first_word",
+                   help="headline Yes/No parser (both are reported; default: first_word)")
+    d.add_argument("--no-reasoning", action="store_true", help="detection only")
+    d.add_argument("--max-new-tokens", type=int, default=128, help="longest reasoning answer (default: 128)")
+    d.add_argument("--judge-url", metavar="URL", default=None,
+                   help="GPT-score judge: an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)")
+    d.add_argument("--judge-model", metavar="NAME", default=None, help="the judge's model name (with --judge-url)")
+    d.add_argument("--judge-key-env", metavar="VAR", default="OPENAI_API_KEY",
+                   help="environment variable holding the judge's API key (default: OPENAI_API_KEY)")
+    _common(d, tools)
+    z.set_defaults(func=lambda args: cmd_zero_shot(args, tools))
+    d.set_defaults(func=lambda args: cmd_visa_dr(args, tools))
+
+
+def _common(p, tools) -> None:
+    tools.add_model_options(p)
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    p.add_argument("--out", metavar="DIR", default=None, help="write CSV, markdown and figures to DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _check(args, tools) -> None:
+    if args.batch_size < 1:
+        raise tools.UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise tools.UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise tools.UsageError(f"--out {args.out}: exists and is not a folder")
+
+
+def _folder(path: str, flag: str, tools) -> str:
+    if not os.path.isdir(path):
+        raise tools.UsageError(f"{flag} {path}: no such folder")
+    return path
+
+
+def cmd_zero_shot(args, tools) -> int:
+    from .paper import compare_zero_shot
+    from .report import markdown_table, write_report
+    from .runners import load_samples, zero_shot
+
+    _check(args, tools)
+    if args.dataset:
+        source, path = args.dataset, None
+    elif args.heldout:
+        source, path = "heldout", None
+    else:
+        source = "mvtec" if args.mvtec else "visa" if args.visa else "folder"
+        flag = f"--{source}"
+        path = _folder(getattr(args, source), flag, tools)
+    name, samples = load_samples(source, path, limit=args.limit, seed=args.seed, categories=args.categories)
+    if not samples:
+        raise tools.UsageError(f"no images found for {source}" + (f" in {path}" if path else ""))
+    model = tools.load_model(args)
+    result = zero_shot(model, samples, batch_size=args.batch_size, progress=not args.no_progress, dataset=name)
+    print(f"zero-shot {name}: {result.n} images, adkit {result.preset}; averaging: {result.averaging}")
+    print(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
+                         [list(r.values()) for r in result.per_class_rows()]))
+    print(f"image AUROC (macro over classes) {result.image_auroc_macro:.4f}; F1-max (macro) {result.f1_max_macro:.4f}"
+          + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}"))
+    print()
+    print(compare_zero_shot(result).to_markdown())
+    if args.out:
+        files = write_report(result, args.out)
+        print(f"\nreport: {files['markdown']}")
+    return 0
+
+
+def cmd_visa_dr(args, tools) -> int:
+    from .judge import OpenAIJudge
+    from .paper import compare_visa_dr
+    from .report import write_report
+    from .runners import VisaDRResult, load_benchmark, visa_dr_detection, visa_dr_reasoning
+
+    _check(args, tools)
+    if args.max_new_tokens < 1:
+        raise tools.UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if bool(args.judge_url) != bool(args.judge_model):
+        raise tools.UsageError("--judge-url and --judge-model go together")
+    if not os.path.exists(args.benchmark):
+        raise tools.UsageError(f"{args.benchmark}: no such benchmark file or folder")
+    bench = load_benchmark(args.benchmark, limit=args.limit, seed=args.seed)
+    judge = None
+    if args.judge_url:
+        judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_key_env))
+    model = tools.load_model(args)
+    progress = not args.no_progress
+    det = visa_dr_detection(model, bench, batch_size=args.batch_size, rule=args.rule, progress=progress)
+    rea = None
+    if not args.no_reasoning and list(bench.reasoning):
+        rea = visa_dr_reasoning(model, bench, judge=judge, max_new_tokens=args.max_new_tokens,
+                                batch_size=args.batch_size, progress=progress)
+    for rule, m in det.macro.items():
+        print(f"detection [{rule}] " + " ".join(f"{k} {v:.3f}" for k, v in m.items()) + " (macro over classes)")
+    print(f"answers the two parsers read differently: {len(det.differences)}")
+    if rea is not None:
+        for kind, s in rea.summary.items():
+            vals = " ".join(f"{k} {'-' if s[k] is None else format(s[k], '.3f')}" for k in ("rouge_l", "sbert", "gpt"))
+            print(f"reasoning [{kind}] {vals} n {s['n']}")
+        print(f"GPT-score judge: {rea.judge_name or 'none'}")
+    print()
+    print(compare_visa_dr(det, rea).to_markdown())
+    if args.out:
+        files = write_report(VisaDRResult(det, rea, source=str(args.benchmark)), args.out)
+        print(f"\nreport: {files['markdown']}")
+    return 0

@@ -1,0 +1,254 @@
+"""Evaluation reports: CSV + markdown + figures for each runner's result (DESIGN §7).
+
+    write_report(result, out_dir) → {name: path}
+
+    ZeroShotResult   scores.csv (one row per image), per_class.csv, paper_table2.csv,
+                     roc.png (ROC per class), per_class.png (AUROC bars), report.md
+                     (summary, per-class table, the paper's Table 2 with an "adkit <preset>" row)
+    DetectionResult  answers.csv, per_class.csv (both parser rules), confusion.png,
+                     per_class.png, report.md (rules side by side, answers where they differ)
+    ReasoningResult  answers.csv (every turn: answer, reference, ROUGE-L, SBERT, GPT-score),
+                     summary.csv, turns.png, report.md (summary, best / worst answers)
+    VisaDRResult     detection/ and reasoning/ as above + paper_table4.csv and report.md
+                     (the paper's Table 4 with an "adkit <preset>" row)
+
+Figures are drawn with matplotlib's Agg backend (no display needed) and closed after saving.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import paper
+from .runners import DetectionResult, ReasoningResult, VisaDRResult, ZeroShotResult
+
+__all__ = ["write_report", "markdown_table"]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.{digits}f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    """A GitHub markdown table; floats to ``digits`` decimals, None as a blank cell."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v, digits) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([["" if v is None else v for v in row] for row in rows])
+    return path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _bars(names: Sequence[str], values: Sequence[float], title: str, ylabel: str, path: Path, ref: float | None = None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.2))
+    ax.bar(range(len(names)), values, color="#4C72B0")
+    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    if ref is not None:
+        ax.axhline(ref, color="grey", ls="--", lw=1, label=f"chance {ref:g}")
+        ax.legend(fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- zero-shot
+
+def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
+    files = {"scores": _csv(out / "scores.csv", ["id", "category", "label", "score"],
+                            [[i, c, int(y), float(s)] for i, c, y, s in zip(r.ids, r.categories, r.labels, r.scores)])}
+    rows = r.per_class_rows()
+    cols = ["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"]
+    files["per_class"] = _csv(out / "per_class.csv", cols, [[row[c] for c in cols] for row in rows])
+    table = paper.compare_zero_shot(r)
+    files["paper_table"] = out / "paper_table2.csv"
+    files["paper_table"].write_text(table.to_csv(), encoding="utf-8")
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for c, (fpr, tpr, _) in r.roc.items():
+        ax.plot(fpr, tpr, drawstyle="steps-post", label=f"{c} ({r.image_auroc[c]:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC per class, {r.dataset} (adkit {r.preset})", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    files["roc"] = _save(fig, out / "roc.png")
+    names = list(r.image_auroc)
+    files["per_class_fig"] = _bars(names, [r.image_auroc[c] for c in names], f"image AUROC per class, {r.dataset}",
+                                   "AUROC", out / "per_class.png", ref=0.5)
+
+    lines = [f"# Zero-shot detection: {r.dataset} (adkit {r.preset})", "",
+             f"Expert only (`model.detect`), {r.n} images ({int(r.labels.sum())} anomalous), "
+             f"{len(set(r.categories))} class(es). Averaging: {r.averaging}.", "",
+             markdown_table(["metric", "value"], [
+                 ["image AUROC (macro over classes)", r.image_auroc_macro],
+                 ["F1-max (macro over classes)", r.f1_max_macro],
+                 ["pixel AUROC (macro over classes with masks)", r.pixel_auroc_macro],
+                 ["image AUROC, all images pooled (not the paper's averaging)", r.pooled_auroc]]), "",
+             "## Per class", "", markdown_table(cols, [[row[c] for c in cols] for row in rows]), "",
+             "![ROC curves](roc.png) ![AUROC per class](per_class.png)", "",
+             "## Against the paper (Table 2, image AUROC %)", "", table.to_markdown(), "",
+             *[f"- {n}" for n in table.notes], f"- source: {table.source}", ""]
+    if r.preset in ("tiny", "small"):
+        lines += [f"Note: the `{r.preset}` preset's expert is untrained (random weights), so an AUROC near 0.5 "
+                  "is expected; the paper's figures are for trained experts.", ""]
+    files["markdown"] = out / "report.md"
+    files["markdown"].write_text("\n".join(lines), encoding="utf-8")
+    return files
+
+
+# ---------------------------------------------------------------------------- detection
+
+_METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def _detection(r: DetectionResult, out: Path, title: bool = True) -> tuple[dict[str, Path], str]:
+    from .metrics import parse_yes_no
+
+    files = {"answers": _csv(out / "answers.csv", ["index", "category", "label", "answer", "first_word",
+                                                   "official_substring"],
+                             [[i, c, int(y), a, parse_yes_no(a, "first_word"), parse_yes_no(a, "official_substring")]
+                              for i, (c, y, a) in enumerate(zip(r.categories, r.labels, r.answers))])}
+    rows = [[rule, c, *[s[k] for k in _METRICS], s["tp"], s["fp"], s["tn"], s["fn"], s["unparsed"], s["n"]]
+            for rule, by_class in r.per_class.items() for c, s in by_class.items()]
+    header = ["rule", "class", *_METRICS, "tp", "fp", "tn", "fn", "unparsed", "n"]
+    files["per_class"] = _csv(out / "per_class.csv", header, rows)
+
+    plt = _plt()
+    per = r.per_class[r.rule]
+    tp, fp, tn, fn = (sum(s[k] for s in per.values()) for k in ("tp", "fp", "tn", "fn"))
+    fig, ax = plt.subplots(figsize=(3.4, 3.0))
+    cm = np.array([[tn, fp], [fn, tp]])  # rows: truth normal/anomalous; cols: predicted
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="black")
+    ax.set_xticks([0, 1], ["normal", "anomalous"])
+    ax.set_yticks([0, 1], ["normal", "anomalous"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    ax.set_title(f"confusion, rule {r.rule}", fontsize=9)
+    files["confusion"] = _save(fig, out / "confusion.png")
+    names = list(per)
+    files["per_class_fig"] = _bars(names, [per[c]["f1"] for c in names], f"F1 per class (rule {r.rule})", "F1",
+                                   out / "per_class.png")
+
+    lines = ([f"# VisA-D&R detection (adkit {r.preset})", ""] if title else ["## Detection", ""])
+    lines += [f"{len(r.answers)} answers, greedy decoding. Headline rule `{r.rule}`. Averaging: {r.averaging}.", "",
+              markdown_table(["rule", *_METRICS, "unparsed"],
+                             [[rule, *[m[k] for k in _METRICS], sum(s["unparsed"] for s in r.per_class[rule].values())]
+                              for rule, m in r.macro.items()]), "",
+              f"The rules parse {len(r.differences)} answer(s) differently (`official_substring` matches "
+              "\"yes\" anywhere, e.g. inside \"eyes\"; `first_word` reads only the first word):", ""]
+    if r.differences:
+        lines += [markdown_table(["index", "class", "label", "answer", "first_word", "official_substring"],
+                                 [[d["index"], d["category"], d["label"], d["answer"], d["first_word"],
+                                   d["official_substring"]] for d in r.differences[:20]]), ""]
+    lines += ["![confusion](confusion.png) ![F1 per class](per_class.png)", ""]
+    return files, "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- reasoning
+
+def _reasoning(r: ReasoningResult, out: Path, title: bool = True, examples: int = 3) -> tuple[dict[str, Path], str]:
+    cols = ["item", "category", "turn", "kind", "question", "reference", "answer", "rouge_l", "sbert", "gpt", "judge_raw"]
+    files = {"answers": _csv(out / "answers.csv", cols, [[rec.get(c) for c in cols] for rec in r.records])}
+    kinds = list(r.summary)
+    files["summary"] = _csv(out / "summary.csv", ["kind", "rouge_l", "sbert", "gpt", "n", "judge"],
+                            [[k, r.summary[k]["rouge_l"], r.summary[k]["sbert"], r.summary[k]["gpt"], r.summary[k]["n"],
+                              r.judge_name] for k in kinds])
+    plt = _plt()
+    turns = sorted({rec["turn"] for rec in r.records})
+    fig, ax = plt.subplots(figsize=(4.5, 3.0))
+    for key in ("rouge_l", "sbert"):
+        ax.plot(turns, [np.mean([x[key] for x in r.records if x["turn"] == t]) for t in turns], marker="o", label=key)
+    ax.set_xticks(turns)
+    ax.set_xlabel("turn (0 = low-level, later = complex)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("mean score per turn", fontsize=10)
+    files["turns"] = _save(fig, out / "turns.png")
+
+    key = "gpt" if r.judge_name and any(x["gpt"] is not None for x in r.records) else "sbert"
+    ranked = sorted((x for x in r.records if x[key] is not None), key=lambda x: x[key])
+    lines = ([f"# VisA-D&R reasoning (adkit {r.preset})", ""] if title else ["## Reasoning", ""])
+    lines += [f"{len(r.records)} answers (multi-turn, the model's own answers as history). Averaging: {r.averaging}. "
+              f"GPT-score judge: {r.judge_name or 'none'}"
+              + (f" ({r.judge_failures} failed call(s))" if r.judge_failures else "") + ".", "",
+              markdown_table(["kind", "ROUGE-L", "SBERT", "GPT-score", "answers"],
+                             [[k, r.summary[k]["rouge_l"], r.summary[k]["sbert"], r.summary[k]["gpt"], r.summary[k]["n"]]
+                              for k in kinds]), "", "![scores per turn](turns.png)", ""]
+    for name, picks in (("Best", ranked[::-1][:examples]), ("Worst", ranked[:examples])):
+        lines += [f"### {name} answers (by {key})", ""]
+        for x in picks:
+            lines += [f"- **item {x['item']} ({x['category']}), turn {x['turn']}** — {key} {x[key]:.3f}",
+                      f"  - question: {_fmt(x['question'])}", f"  - reference: {_fmt(x['reference'])}",
+                      f"  - answer: {_fmt(x['answer']) or '(empty)'}"]
+        lines.append("")
+    return files, "\n".join(lines)
+
+
+def write_report(result, out_dir) -> dict[str, Path]:
+    """Write CSVs, figures and ``report.md`` for a runner's result into ``out_dir`` (created)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report folder {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, ZeroShotResult):
+        return _zero_shot(result, out)
+    if isinstance(result, (DetectionResult, ReasoningResult)):
+        files, text = (_detection if isinstance(result, DetectionResult) else _reasoning)(result, out)
+        files["markdown"] = out / "report.md"
+        files["markdown"].write_text(text, encoding="utf-8")
+        return files
+    if isinstance(result, VisaDRResult):
+        files: dict[str, Path] = {}
+        parts = [f"# VisA-D&R (adkit {(result.detection or result.reasoning).preset})", ""]
+        if result.source:
+            parts += [f"Benchmark: `{result.source}`", ""]
+        table = paper.compare_visa_dr(result.detection, result.reasoning)
+        files["paper_table"] = out / "paper_table4.csv"
+        files["paper_table"].write_text(table.to_csv(), encoding="utf-8")
+        parts += ["## Against the paper (Table 4)", "", table.to_markdown(), "", *[f"- {n}" for n in table.notes],
+                  f"- source: {table.source}", ""]
+        for name, part, fn in (("detection", result.detection, _detection), ("reasoning", result.reasoning, _reasoning)):
+            if part is not None:
+                sub = out / name
+                sub.mkdir(exist_ok=True)
+                f, text = fn(part, sub, title=False)
+                files.update({f"{name}_{k}": v for k, v in f.items()})
+                parts.append(text.replace("](", f"]({name}/"))
+        files["markdown"] = out / "report.md"
+        files["markdown"].write_text("\n".join(parts), encoding="utf-8")
+        return files
+    raise TypeError(f"write_report: no report for {type(result).__name__}; expected ZeroShotResult, "
+                    "DetectionResult, ReasoningResult or VisaDRResult")

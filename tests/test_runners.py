@@ -1,0 +1,269 @@
+"""adkit.eval.runners and `adkit eval ...` (DESIGN §7): the tiny preset on a handful of real
+images in memory and on disk, a real judge over HTTP on 127.0.0.1, the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adkit import cli
+from adkit.data import AnomalySample, DataError
+from adkit.eval import metrics
+from adkit.eval.runners import (
+    detection_summary, load_samples, turn_kind, visa_dr_detection, visa_dr_reasoning, zero_shot,
+)
+
+PROMPT = "Are there any defects for the object in the image? Please reply with 'Yes' or 'No'."
+
+
+def _img(rng, h=40, w=60):
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """Class a: 3 normal + 3 anomalous with masks; b: 3 + 3 without masks; c: normal only."""
+    rng = np.random.default_rng(0)
+    out = []
+    for cat, n in (("a", 6), ("b", 6), ("c", 2)):
+        for i in range(n):
+            label = int(cat != "c" and i % 2 == 1)
+            mask = None
+            if cat == "a" and label:
+                mask = np.zeros((40, 60), np.uint8)
+                mask[10:20, 5 + 10 * i: 25 + 10 * i] = 1
+            out.append(AnomalySample(_img(rng), label, cat, mask=mask, id=f"{cat}{i}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def zs(tiny, samples):
+    return zero_shot(tiny, samples, batch_size=4, progress=False, dataset="toy")
+
+
+def test_zero_shot_scores_and_per_class(tiny, samples, zs):
+    assert zs.n == len(samples) == zs.scores.size and zs.ids[0] == "a0" and zs.preset == "tiny"
+    one_by_one = np.array([tiny.detect([s.image])[0].score for s in samples])  # batching changes nothing
+    np.testing.assert_allclose(zs.scores, one_by_one, atol=1e-5)
+    assert set(zs.image_auroc) == set(zs.f1_max) == set(zs.roc) == {"a", "b"}
+    assert "c" in zs.skipped and "both labels" in zs.skipped["c"]
+    cats = np.array(zs.categories)
+    for c in ("a", "b"):
+        sel = cats == c
+        assert zs.image_auroc[c] == metrics.auroc(zs.labels[sel], zs.scores[sel])
+        assert zs.f1_max[c] == metrics.f1_max(zs.labels[sel], zs.scores[sel])[0]
+        fpr, tpr, _ = zs.roc[c]
+        assert np.trapezoid(tpr, fpr) == pytest.approx(zs.image_auroc[c])
+    assert zs.image_auroc_macro == pytest.approx(np.mean(list(zs.image_auroc.values())))
+    assert zs.f1_max_macro == pytest.approx(np.mean(list(zs.f1_max.values())))
+    assert zs.pooled_auroc == metrics.auroc(zs.labels, zs.scores)
+    assert set(zs.pixel_auroc) == {"a"} and 0 <= zs.pixel_auroc_macro <= 1  # only class a has masks
+    assert "macro over classes" in zs.averaging
+
+
+def test_zero_shot_pixel_auroc_by_hand(tiny, samples, zs):
+    """Class a's pixel AUROC = every pixel of its 6 images pooled (normals all-zero masks)."""
+    a = [s for s in samples if s.category == "a"]
+    dets = tiny.detect([s.image for s in a])
+    masks = [np.zeros((40, 60), bool) if s.mask is None else s.mask > 0 for s in a]
+    assert zs.pixel_auroc["a"] == pytest.approx(metrics.pixel_auroc(masks, [d.anomaly_map for d in dets]), abs=1e-6)
+
+
+def test_zero_shot_bad_input(tiny, samples, tmp_path):
+    with pytest.raises(ValueError, match="no samples"):
+        zero_shot(tiny, [], progress=False)
+    with pytest.raises(ValueError, match="no class has both"):
+        zero_shot(tiny, [s for s in samples if s.category == "c"], progress=False)
+    bad = AnomalySample(np.zeros((8, 8, 3), np.uint8), 2, "a", id="odd")
+    with pytest.raises(ValueError, match="odd: label must be 0 or 1"):
+        zero_shot(tiny, [bad], progress=False)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        zero_shot(tiny, [AnomalySample(broken, 1, "a", id=str(broken))], progress=False)
+
+
+# ---------------------------------------------------------------------------- VisA-D&R
+
+@pytest.fixture(scope="module")
+def bench(samples):
+    det = [SimpleNamespace(image=s.image, label=s.label, category=s.category, question=PROMPT) for s in samples[:7]]
+    turns = [("Describe the anomaly in the image.", "A dark scratch across the surface."),
+             ("What could have caused it?", "Friction during handling.")]
+    rea = [SimpleNamespace(image=s.image, category=s.category, turns=turns[: 1 + (i % 2)])
+           for i, s in enumerate(samples[1:8:2])]
+    return SimpleNamespace(detection=det, reasoning=rea)
+
+
+def test_detection_batched_equals_chat(tiny, bench):
+    res = visa_dr_detection(tiny, bench, batch_size=3, max_new_tokens=6, progress=False)
+    assert res.answers == [tiny.chat(it.image, it.question, max_new_tokens=6) for it in bench.detection]
+    assert set(res.per_class) == {"first_word", "official_substring"} and res.rule == "first_word"
+    for rule in res.per_class:
+        assert set(res.per_class[rule]) == {"a", "b"}
+        for k in ("accuracy", "precision", "recall", "f1"):
+            assert res.macro[rule][k] == pytest.approx(np.mean([v[k] for v in res.per_class[rule].values()]))
+    with pytest.raises(ValueError, match="unknown rule"):
+        visa_dr_detection(tiny, bench, rule="contains", progress=False)
+
+
+def test_detection_summary_rules_differ_where_expected():
+    answers = ["Yes", "No, but the eyes are red.", "yes—a crack", "I see no defect", "YES, a dent", "No.",
+               "Yes, no defects are visible."]
+    labels = [1, 0, 1, 1, 1, 0, 0]
+    res = detection_summary(answers, labels, ["x"] * 7)
+    diff = {d["index"]: (d["first_word"], d["official_substring"]) for d in res.differences}
+    assert diff == {1: (False, True), 4: (True, False)}  # "I see no defect": unparsed (normal) under both
+    fw, sub = res.macro["first_word"], res.macro["official_substring"]
+    # first word: tp = Yes, yes—, YES (3), fn = "I see..." (1), fp = "Yes, no defects" (1), tn = 2
+    assert (fw["accuracy"], fw["precision"], fw["recall"]) == pytest.approx((5 / 7, 3 / 4, 3 / 4))
+    # substring: tp = Yes, yes— (2), fn = "I see..", "YES" (2), fp = "eyes", "Yes, no" (2), tn = 1
+    assert (sub["accuracy"], sub["precision"], sub["recall"]) == pytest.approx((3 / 7, 2 / 4, 2 / 4))
+    assert res.per_class["first_word"]["x"]["unparsed"] == 1
+
+
+class _Judge(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.received.append(body)
+        n = len(self.server.received)
+        content = "7\nclose to the reference" if n % 2 else "9/10 good"
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def judge_server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    srv.daemon_threads, srv.received = True, []
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_reasoning_multiturn_with_http_judge(tiny, bench, judge_server):
+    from adkit.eval.judge import OpenAIJudge
+    from adkit.eval.text import rouge_l
+
+    judge = OpenAIJudge(f"http://127.0.0.1:{judge_server.server_address[1]}", "judge-m", timeout=10)
+    res = visa_dr_reasoning(tiny, bench, judge=judge, max_new_tokens=5, batch_size=3, progress=False)
+    n_turns = sum(len(it.turns) for it in bench.reasoning)
+    assert len(res.records) == n_turns == len(judge_server.received) == 6
+    assert res.judge_name == "openai:judge-m" and res.judge_failures == 0
+    for rec in res.records:  # each turn asked with the model's own earlier answers as history
+        it = bench.reasoning[rec["item"]]
+        history = [(r["question"], r["answer"]) for r in res.records if r["item"] == rec["item"] and r["turn"] < rec["turn"]]
+        assert rec["answer"] == tiny.chat(it.image, rec["question"], history=history, max_new_tokens=5)
+        assert rec["rouge_l"] == rouge_l(rec["answer"], rec["reference"]) and -1 <= rec["sbert"] <= 1
+        assert rec["gpt"] in (7.0, 9.0) and rec["kind"] == turn_kind(rec["turn"])
+    sent = [b["messages"][1]["content"] for b in judge_server.received]
+    assert all("A dark scratch across the surface." in s or "Friction during handling." in s for s in sent)
+    low = [r for r in res.records if r["kind"] == "low-level"]
+    by_class = {c: np.mean([r["sbert"] for r in low if r["category"] == c]) for c in {r["category"] for r in low}}
+    assert res.summary["low-level"]["sbert"] == pytest.approx(np.mean(list(by_class.values())))
+    assert res.summary["low-level"]["n"] == 4 and res.summary["complex"]["n"] == 2
+
+
+# ---------------------------------------------------------------------------- CLI
+
+@pytest.fixture
+def folder_tree(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "widget"
+    for group, n in (("good", 3), ("scratch", 3)):
+        (root / group).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(_img(rng, 48, 64)).save(root / group / f"{i:03d}.png")
+    (root / "masks" / "scratch").mkdir(parents=True)
+    for i in range(3):
+        m = np.zeros((48, 64), np.uint8)
+        m[5:20, 10 + 5 * i: 30 + 5 * i] = 255
+        Image.fromarray(m).save(root / "masks" / "scratch" / f"{i:03d}.png")
+    return root
+
+
+def test_cli_zero_shot_folder(folder_tree, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = cli.main(["eval", "zero-shot", "--folder", str(folder_tree), "--preset", "tiny", "--batch-size", "4",
+                     "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "| Anomaly-OV expert | 94.0 | 91.1 |" in text and "| adkit tiny |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    assert row.rstrip().endswith("|") and "widget" in text  # the folder's own column
+    scores = (out / "scores.csv").read_text().splitlines()
+    assert len(scores) == 1 + 6 and (out / "report.md").stat().st_size > 0
+    name, samples = load_samples("folder", folder_tree)
+    assert name == "widget" and sum(s.mask is not None for s in samples) == 3
+
+
+def test_cli_zero_shot_elpv_limit(capsys):
+    code = cli.main(["eval", "zero-shot", "--dataset", "elpv", "--limit", "8", "--preset", "tiny", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "zero-shot ELPV: 8 images" in text
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] != "" and all(c == "" for i, c in enumerate(cells[1:], 1) if i != 4)  # only ELPV filled
+
+
+def test_cli_visa_dr_with_judge(samples, tmp_path, judge_server, capsys):
+    from adkit.data.visa_dr import DetectionItem, ReasoningItem, VisaDRBenchmark, write_visa_dr
+
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    paths = []
+    for s in samples[:4]:
+        p = img_dir / f"{s.id}.png"
+        Image.fromarray(s.image).save(p)
+        paths.append(p)
+    bench = VisaDRBenchmark(
+        [DetectionItem(p, s.label, s.category) for p, s in zip(paths, samples)],
+        [ReasoningItem(paths[1], "a", [("Describe the defect.", "A scratch."), ("Cause?", "Wear.")])], tmp_path)
+    write_visa_dr(bench, tmp_path / "bench")
+    out = tmp_path / "dr"
+    code = cli.main(["eval", "visa-dr", str(tmp_path / "bench"), "--preset", "tiny", "--max-new-tokens", "4",
+                     "--judge-url", f"http://127.0.0.1:{judge_server.server_address[1]}/v1", "--judge-model", "jm",
+                     "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "GPT-score judge: openai:jm" in text and "| Anomaly-OV-0.5B | 0.79 |" in text
+    assert len(judge_server.received) == 2
+    md = (out / "report.md").read_text()
+    assert "| adkit tiny |" in md and (out / "detection" / "confusion.png").stat().st_size > 0
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert cli.main(["eval", "zero-shot", "--folder", str(tmp_path / "nope"), "--preset", "tiny"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert cli.main(["eval", "visa-dr", str(tmp_path), "--judge-url", "http://127.0.0.1:1", "--preset", "tiny"]) == 2
+    assert "--judge-url and --judge-model go together" in capsys.readouterr().err
+    assert cli.main(["eval", "zero-shot", "--dataset", "elpv", "--limit", "0", "--preset", "tiny"]) == 2
+    assert "--limit must be >= 1" in capsys.readouterr().err
+    assert cli.main(["eval", "zero-shot", "--preset", "tiny"]) == 2  # no source
+    assert "one of the arguments" in capsys.readouterr().err
+
+
+def test_cli_zero_shot_heldout(capsys):
+    code = cli.main(["eval", "zero-shot", "--heldout", "--categories", "grass", "--limit", "4", "--preset", "tiny",
+                     "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "zero-shot held-out: 4 images" in text and "| grass |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    assert row.split("|")[-2].strip() != ""  # the held-out column, blank for the paper's methods
