@@ -20,6 +20,7 @@ and the safety defaults:
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,19 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     if not isinstance(pipeline, H.DemoPipeline):
         pipeline = H.DemoPipeline(pipeline)
     example_files = [str(p) for p in example_images(examples)]
+    outputs = tempfile.TemporaryDirectory(prefix="adkit-demo-")  # lives as long as the app
+
+    def as_file(picture):
+        """Output pictures go to Gradio as files with unique names: Gradio copies a file into its
+        cache atomically, while a returned PIL image is re-encoded and rewritten in place under a
+        content hash, so two concurrent requests with the same picture could truncate the file
+        one of them is downloading (seen in the 8-client load test)."""
+        if picture is None:
+            return None
+        fd, path = tempfile.mkstemp(suffix=".png", dir=outputs.name)
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(np.asarray(picture)).save(f, format="PNG")
+        return path
 
     def blank(status: str):
         return None, "", None, status
@@ -172,13 +186,13 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
             gr.Warning(str(exc))
             return blank(f"⚠ {exc}")
         shown = round(r.score, SCORE_DECIMALS)  # judge the score the page shows (and /verdict gets back)
-        return shown, H.verdict_markdown(shown, threshold), r.overlay, r.status
+        return shown, H.verdict_markdown(shown, threshold), as_file(r.overlay), r.status
 
     def on_explain(image, preset):
         if image is None:
             return None, None
         try:
-            return H.explain(pipeline, image, preset)
+            return tuple(as_file(p) for p in H.explain(pipeline, image, preset))
         except H.DemoInputError:  # already reported by on_detect
             return None, None
 
@@ -261,4 +275,5 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         image.clear(lambda: [], None, chatbot, api_name="clear_image")
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     demo.pipeline = pipeline
+    demo.output_dir = outputs  # cleaned up with the app object
     return demo
