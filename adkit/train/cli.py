@@ -1,0 +1,163 @@
+"""``adkit train stage1|stage2``: the two training stages from the command line (DESIGN §4).
+
+Every field of :class:`Stage1Config` / :class:`Stage2Config` is a flag of the same name
+(``micro_batch_size`` → ``--micro-batch-size``), so ``config.launch_command(...)`` and this
+parser agree by construction. The same parser runs under torchrun / accelerate through
+``python -m adkit.train.launch`` (see :mod:`adkit.train.launch`). Imports stay cheap here:
+torch, transformers and the data modules load inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+STAGE1_HELP = """data (--data / --val-data):
+  synthetic   the kit's license-clean categories (adkit.data.normals): train on the 'train'
+              categories, validate on the held-out 'val' categories (zero-shot protocol)
+  DIR         a folder of images, <DIR>/<category>/<good|defect>/*.png (adkit.data.loaders.load_folder);
+              hold categories out for validation with --val-categories or give --val-data DIR
+  none        (--val-data only) no validation"""
+
+
+def _config_arguments(p, config_cls) -> None:
+    """One flag per config field; the type comes from the default or ``metadata["type"]``."""
+    for f in dataclasses.fields(config_cls):
+        default = f.default
+        name = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = f.metadata.get("type", type(default))
+            p.add_argument(name, type=kind, default=default, metavar=f.name.upper(),
+                           help=f"(default: {default})")
+
+
+def _config_from(args, config_cls):
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def register(subparsers, tools) -> None:
+    from .launch import Stage1Config, Stage2Config
+
+    t = subparsers.add_parser("train", help="train the expert (stage1) or instruction-tune (stage2)",
+                              description="Training stages of Anomaly-OV (paper §4.1). Multi-GPU: "
+                                          "torchrun --nproc_per_node N -m adkit.train.launch stage1|stage2 ...")
+    sub = t.add_subparsers(dest="stage", metavar="STAGE", parser_class=tools.Parser)
+    sub.required = True
+    epilog = tools.PRESET_HELP
+    s1 = sub.add_parser("stage1", formatter_class=tools.fmt, epilog=STAGE1_HELP + "\n\n" + epilog,
+                        help="train the anomaly expert on a frozen tower (balanced BCE)",
+                        description="Stage 1: only the expert trains; writes OUT/expert.safetensors, checkpoints, "
+                                    "steps.csv/epochs.csv/metrics.json and training.png.")
+    s1.add_argument("--data", required=True, metavar="synthetic|DIR", help="training images (see 'data' below)")
+    s1.add_argument("--val-data", default=None, metavar="synthetic|DIR|none",
+                    help="validation images (default: synthetic val categories with --data synthetic, else none)")
+    s1.add_argument("--val-categories", default=None, metavar="A,B", help="hold these categories of --data out for validation")
+    s1.add_argument("--n-normal", type=int, default=32, help="synthetic: normal images per category (default: 32)")
+    s1.add_argument("--n-anomalous", type=int, default=32, help="synthetic: anomalous images per category (default: 32)")
+    s1.add_argument("--image-size", type=int, default=224, help="synthetic: image side in pixels (default: 224)")
+    s1.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s1.add_argument("--load", action="append", default=[], metavar="FILE", help="trained-parts file(s) to load first")
+    tools.add_model_options(s1)
+    _config_arguments(s1, Stage1Config)
+    s1.set_defaults(func=lambda args: cmd_stage1(args, tools))
+
+    s2 = sub.add_parser("stage2", formatter_class=tools.fmt, epilog=epilog,
+                        help="visual instruction tuning with transformers.Trainer",
+                        description="Stage 2: tune projector, image_newline and the LLM (full or --llm lora) on LLaVA "
+                                    "JSON; tower and expert frozen. Writes OUT/trained.safetensors (trained parts only).")
+    s2.add_argument("--data", required=True, metavar="JSON", help="LLaVA conversation file (.json or .jsonl)")
+    s2.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s2.add_argument("--load", action="append", default=[], metavar="FILE",
+                    help="trained-parts file(s) to load first, e.g. a stage-1 expert.safetensors")
+    tools.add_model_options(s2)
+    _config_arguments(s2, Stage2Config)
+    s2.set_defaults(func=lambda args: cmd_stage2(args, tools))
+
+
+def _model(args, tools):
+    from .stage2 import load_trained_parts
+
+    model = tools.load_model(args)
+    for path in args.load:
+        if not Path(path).is_file():
+            raise tools.UsageError(f"--load {path}: file not found")
+        load_trained_parts(model, path)
+    return model
+
+
+def _split_names(text):
+    return [c.strip() for c in text.split(",") if c.strip()] if text else []
+
+
+def stage1_data(args, tools):
+    """(train, val) AnomalySample lists from --data / --val-data / --val-categories."""
+    def load(spec, split):
+        if spec == "synthetic":
+            from ..data.normals import categories, make_samples
+
+            return make_samples(categories(split), args.n_normal, args.n_anomalous, args.seed + (split == "val"),
+                                size=args.image_size)
+        if not Path(spec).is_dir():
+            raise tools.UsageError(f"--data {spec}: not 'synthetic' and not a folder")
+        from ..data.loaders import load_folder
+
+        return load_folder(spec)
+
+    train = load(args.data, "train")
+    held = set(_split_names(args.val_categories))
+    val_spec = args.val_data or ("synthetic" if args.data == "synthetic" else "none")
+    val = [] if val_spec == "none" else load(val_spec, "val")
+    if held:
+        unknown = held - {s.category for s in train}
+        if unknown:
+            raise tools.UsageError(f"--val-categories: {sorted(unknown)} not in --data")
+        val += [s for s in train if s.category in held]
+        train = [s for s in train if s.category not in held]
+    overlap = {s.category for s in train} & {s.category for s in val}
+    if overlap:
+        raise tools.UsageError(f"zero-shot protocol: validation categories {sorted(overlap)} are also trained on")
+    return train, val
+
+
+def cmd_stage1(args, tools) -> int:
+    from .launch import Stage1Config
+    from .stage1 import train_stage1
+
+    config = _config_from(args, Stage1Config)
+    train, val = stage1_data(args, tools)
+    model = _model(args, tools)
+    res = train_stage1(model, train, val, config, args.out)
+    last = res.epochs[-1] if res.epochs else {}
+    print(f"stage 1: {res.global_step} steps, {len(train)} train / {len(val)} val images; "
+          f"val AUROC {last.get('val_auroc', float('nan')):.4f}; expert → {res.expert_path} "
+          f"({res.expert_path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_stage2(args, tools) -> int:
+    from .launch import Stage2Config
+    from .stage2 import train_stage2
+
+    config = _config_from(args, Stage2Config)
+    data = Path(args.data)
+    if not data.is_file():
+        raise tools.UsageError(f"--data {data}: file not found")
+    try:
+        from ..data.llava import read_llava_json
+
+        records = read_llava_json(data, image_root=config.image_folder)
+    except ImportError:  # the data module is optional here
+        import json
+
+        records = json.loads(data.read_text())
+    if config.image_folder is None:
+        config = dataclasses.replace(config, image_folder=str(data.parent))
+    model = _model(args, tools)
+    res = train_stage2(model, records, config, args.out)
+    n = sum(res.trainable.values())
+    print(f"stage 2: {res.global_step} steps on {len(records)} records, {n:,} trained parameters → "
+          f"{res.weights_path} ({res.weights_path.stat().st_size / 1e6:.2f} MB)")
+    return 0
