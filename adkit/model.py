@@ -82,14 +82,16 @@ class AnomalyOV(nn.Module):
         return model
 
     @classmethod
-    def from_preset(cls, name: str, *, model_path: str | None = None, expert_path: str | None = None, **kw) -> "AnomalyOV":
+    def from_preset(cls, name: str, *, model_path: str | None = None, expert_path: str | None = None,
+                    trained: bool = True, **kw) -> "AnomalyOV":
         """``tiny`` (random, instant), ``small`` (real DINOv2 + SmolLM2 from PyPI packages, cached
-        on first use) or a paper preset from local llava-hf + official expert files."""
+        on first use, plus the shipped trained parts; ``trained=False``: the untrained base that
+        training starts from) or a paper preset from local llava-hf + official expert files."""
         config = get_preset(name)
         if config.name == "small":
             from .weights.presets import load_small_preset
 
-            return load_small_preset(cls, config, **kw)
+            return load_small_preset(cls, config, trained=trained, **kw)
         if config.hub_id is None:
             return cls.from_config(config, **kw)
         from .weights.presets import load_paper_preset

@@ -267,3 +267,43 @@ def test_cli_zero_shot_heldout(capsys):
     assert "zero-shot held-out: 4 images" in text and "| grass |" in text
     row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
     assert row.split("|")[-2].strip() != ""  # the held-out column, blank for the paper's methods
+
+
+def test_cli_zero_shot_name_keeps_own_trees_out_of_the_paper_columns(tmp_path, capsys):
+    """An MVTec-style tree of the kit's own images, named with --name, gets its own column."""
+    assert cli.main(["data", "synth", "--out", str(tmp_path), "--categories", "pill", "--normal", "4",
+                     "--anomalous", "2", "--size", "64"]) == 0
+    capsys.readouterr()
+    code = cli.main(["eval", "zero-shot", "--mvtec", str(tmp_path), "--name", "kit held-out", "--preset", "tiny",
+                     "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["MVTec AD"] == "" and cells["kit held-out"] != ""
+
+
+def test_cli_model_loads_parts_and_switches_the_expert_off(tiny, tmp_path, capsys):
+    """--load puts trained parts into the preset's base; --no-expert is the paper's ablation."""
+    import argparse
+    import copy
+
+    import torch
+
+    from adkit.eval.cli import _model
+    from adkit.weights.parts import save_trained_parts
+
+    trained = copy.deepcopy(tiny)
+    with torch.no_grad():
+        for p in trained.expert.parameters():
+            p.add_(0.5)
+    names = [n for n, _ in trained.named_parameters() if n.startswith("expert.")]
+    path = save_trained_parts(trained, tmp_path / "expert.safetensors", names)
+    args = argparse.Namespace(load=[str(path)], no_expert=True, preset="tiny", model_path=None, expert_path=None)
+    model = _model(args, tools=None)
+    assert model.use_expert is False
+    for (n, a), (_, b) in zip(model.expert.named_parameters(), trained.expert.named_parameters()):
+        assert torch.equal(a, b), n
+    assert cli.main(["eval", "zero-shot", "--heldout", "--no-expert", "--preset", "tiny"]) == 2
+    assert "--no-expert" in capsys.readouterr().err

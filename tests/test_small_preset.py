@@ -10,9 +10,9 @@ from adkit.weights.dinov2 import dinov2_small
 from adkit.weights.smollm2 import smollm2
 
 
-def test_small_preset_says_it_is_untrained():
+def test_untrained_small_base_says_so():
     with pytest.warns(UserWarning, match=r"expert, projector, image_newline are untrained"):
-        model = AnomalyOV.from_preset("small")
+        model = AnomalyOV.from_preset("small", trained=False)
     assert model.untrained == ("expert", "projector", "image_newline")
 
 

@@ -35,6 +35,9 @@ def register(subparsers, tools) -> None:
     z.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate N images (seeded random subset)")
     z.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     z.add_argument("--categories", nargs="+", default=None, metavar="CAT", help="only these classes")
+    z.add_argument("--name", default=None, metavar="NAME",
+                   help="the dataset's name in the tables (default: by source, e.g. 'MVTec AD' for --mvtec; "
+                        "name your own MVTec-style tree so it is not filed under the paper's MVTec AD column)")
     _common(z, tools)
 
     d = sub.add_parser("visa-dr", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_DR_DESC,
@@ -58,6 +61,11 @@ def register(subparsers, tools) -> None:
 
 def _common(p, tools) -> None:
     tools.add_model_options(p)
+    p.add_argument("--load", action="append", default=[], metavar="FILE",
+                   help="trained-parts file(s) from 'adkit train' to load into the preset (repeatable; "
+                        "with --preset small they replace the shipped weights)")
+    p.add_argument("--no-expert", action="store_true",
+                   help="run without the anomaly expert (plain LLaVA-OneVision: the paper's ablation)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     p.add_argument("--out", metavar="DIR", default=None, help="write CSV, markdown and figures to DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -70,6 +78,27 @@ def _check(args, tools) -> None:
         raise tools.UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise tools.UsageError(f"--out {args.out}: exists and is not a folder")
+
+
+def _model(args, tools):
+    """The preset, with --load parts (on the untrained base) and --no-expert applied."""
+    if not args.load:
+        model = tools.load_model(args)
+    else:
+        import warnings
+
+        from ..model import AnomalyOV
+        from ..weights.parts import load_trained_parts
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="preset 'small'", category=UserWarning)
+            model = AnomalyOV.from_preset(args.preset, model_path=args.model_path, expert_path=args.expert_path,
+                                          trained=False)
+        for path in args.load:
+            load_trained_parts(model, path)
+    if args.no_expert:
+        model.use_expert = False
+    return model
 
 
 def _folder(path: str, flag: str, tools) -> str:
@@ -93,9 +122,12 @@ def cmd_zero_shot(args, tools) -> int:
         flag = f"--{source}"
         path = _folder(getattr(args, source), flag, tools)
     name, samples = load_samples(source, path, limit=args.limit, seed=args.seed, categories=args.categories)
+    name = args.name or name
+    if args.no_expert:
+        raise tools.UsageError("--no-expert: zero-shot detection is the expert's own score; use it with visa-dr")
     if not samples:
         raise tools.UsageError(f"no images found for {source}" + (f" in {path}" if path else ""))
-    model = tools.load_model(args)
+    model = _model(args, tools)
     result = zero_shot(model, samples, batch_size=args.batch_size, progress=not args.no_progress, dataset=name)
     print(f"zero-shot {name}: {result.n} images, adkit {result.preset}; averaging: {result.averaging}")
     print(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
@@ -127,7 +159,7 @@ def cmd_visa_dr(args, tools) -> int:
     judge = None
     if args.judge_url:
         judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_key_env))
-    model = tools.load_model(args)
+    model = _model(args, tools)
     progress = not args.no_progress
     det = visa_dr_detection(model, bench, batch_size=args.batch_size, rule=args.rule, progress=progress)
     rea = None

@@ -63,6 +63,7 @@ class Stage2Config:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     llm: str = "full"  # "full" | "lora" | "frozen"
+    expert: bool = True  # False: train and run without the anomaly expert (the paper's ablation, Table 5)
     projector: bool = True
     image_newline: bool = True
     lora_r: int = 8

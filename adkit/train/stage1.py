@@ -126,7 +126,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> Non
 
     path.mkdir(parents=True, exist_ok=True)
     save_file({f"expert.{k}": v.detach().cpu().contiguous() for k, v in model.expert.state_dict().items()},
-              str(path / "expert.safetensors"), metadata={"format": "adkit-parts", "parts": "expert"})
+              str(path / "expert.safetensors"), metadata={"format": "adkit-parts", "parts": "expert", "preset": str(model.config.name)})
     np_state = np.random.get_state()
     rng = {"torch": torch.get_rng_state(), "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()),
                                                     *np_state[2:]), "python": random.getstate()}

@@ -27,7 +27,7 @@ from transformers import Trainer, TrainingArguments
 
 from .. import hf
 from ..processor import AnomalyOVProcessor
-from ..weights.official import CheckpointError
+from ..weights.parts import load_trained_parts, save_trained_parts  # re-exported: adkit.train.load_trained_parts
 from .collate import Stage2Collator, check_records
 from .launch import LLM_MODES, Stage2Config
 
@@ -89,72 +89,6 @@ def prepare_trainable(model, config: Stage2Config) -> dict[str, int]:
     return trainable
 
 
-def save_trained_parts(model, path, names: Sequence[str] | None = None, lora: dict | None = None,
-                       state_dict: dict | None = None) -> Path:
-    """Write the parameters ``names`` (default: those with requires_grad) to one safetensors file."""
-    from safetensors.torch import save_file
-
-    params = dict(model.named_parameters())
-    names = [n for n, p in params.items() if p.requires_grad] if names is None else list(names)
-    source = state_dict if state_dict is not None else {n: params[n] for n in names}
-    tensors = {n: source[n].detach().cpu().contiguous() for n in names}
-    meta = {"format": "adkit-parts", "preset": str(model.config.name)}
-    if lora is not None:
-        meta["lora"] = json.dumps(lora)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
-    return path
-
-
-def load_trained_parts(model, path, merge_lora: bool = True):
-    """Load a parts file (stage 1 ``expert.safetensors`` or stage 2 ``trained.safetensors``) into
-    ``model``. LoRA weights are injected and, with ``merge_lora``, merged into the base weights so
-    the model is a plain AnomalyOV again. Every key in the file must exist in the model."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"trained-parts file not found: {path}")
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata() or {}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    if meta.get("lora") and not has_lora(model):
-        from peft import LoraConfig, inject_adapter_in_model
-
-        inject_adapter_in_model(LoraConfig(**json.loads(meta["lora"])), hf.language_model(model.mllm))
-    own = model.state_dict()
-    unexpected = sorted(set(tensors) - set(own))
-    if unexpected:
-        raise CheckpointError(f"{path} does not fit this model ({model.config.name}): unexpected keys "
-                              f"({len(unexpected)}): {', '.join(unexpected[:10])}")
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in tensors.items() if v.shape != own[k].shape]
-    if wrong:
-        raise CheckpointError(f"{path}: shape mismatch: {'; '.join(wrong[:5])}")
-    model.load_state_dict(tensors, strict=False)
-    if merge_lora and meta.get("lora"):
-        merge_lora_into_base(model)
-    model.untrained = tuple(p for p in getattr(model, "untrained", ()) if not _part_in(p, tensors))
-    return model
-
-
-def merge_lora_into_base(model) -> None:
-    """W ← W + scale·B·A for every LoRA layer, then put the plain base layer back."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.get_base_layer())
-
-
-def _part_in(part: str, tensors: dict) -> bool:
-    prefix = {"expert": "expert.", "projector": "mllm.model.multi_modal_projector.",
-              "image_newline": "mllm.model.image_newline"}.get(part)
-    return prefix is not None and any(k.startswith(prefix) for k in tensors)
-
-
 # ---------------------------------------------------------------------------- training
 
 
@@ -212,6 +146,7 @@ def train_stage2(model, records: Sequence[dict], config: Stage2Config | None = N
     out_dir = Path(out_dir)
     records = list(records)
     check_records(records, config.image_folder)
+    model.use_expert = config.expert  # the expert's tokens are in the sequences only when True
     trainable = prepare_trainable(model, config)
     processor = model.processor
     if config.label_rule != processor.label_rule:

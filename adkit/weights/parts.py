@@ -1,0 +1,128 @@
+"""Trained parts: the few parameters a training stage changes, in one safetensors file.
+
+Stage 1 writes the expert (``expert.*``), stage 2 the projector, ``image_newline`` and LoRA
+matrices (``...q_proj.lora_A.default.weight``) with the LoRA settings in the file's metadata.
+:func:`load_trained_parts` puts them into a model of the same preset and merges LoRA into the
+base weights (W ← W + (α/r)·B·A) with plain tensor algebra — no peft needed to *use* a
+checkpoint, only to train one. The shipped ``small`` weights (``adkit/weights/small/``) are two
+such files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .official import CheckpointError
+
+__all__ = ["save_trained_parts", "load_trained_parts", "merge_lora_into_base", "lora_deltas"]
+
+_LORA = re.compile(r"^(?P<base>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
+
+
+def save_trained_parts(model, path, names: Sequence[str] | None = None, lora: dict | None = None,
+                       state_dict: dict | None = None) -> Path:
+    """Write the parameters ``names`` (default: those with requires_grad) to one safetensors file."""
+    from safetensors.torch import save_file
+
+    params = dict(model.named_parameters())
+    names = [n for n, p in params.items() if p.requires_grad] if names is None else list(names)
+    source = state_dict if state_dict is not None else {n: params[n] for n in names}
+    tensors = {n: source[n].detach().cpu().contiguous() for n in names}
+    meta = {"format": "adkit-parts", "preset": str(model.config.name)}
+    if lora is not None:
+        meta["lora"] = json.dumps(lora)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def load_trained_parts(model, path, merge_lora: bool = True):
+    """Load a parts file (stage 1 ``expert.safetensors`` or stage 2 ``trained.safetensors``) into
+    ``model``. With ``merge_lora`` (default) LoRA matrices are merged into the base weights, so
+    the model is a plain AnomalyOV again (no peft needed); ``merge_lora=False`` injects peft LoRA
+    layers instead (to keep training). Every key in the file must exist in the model."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trained-parts file not found: {path}")
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    lora = json.loads(meta["lora"]) if meta.get("lora") else None
+    if lora is not None and merge_lora and not _has_lora(model):
+        deltas = lora_deltas(tensors, lora)  # base weight name → (α/r)·B·A
+        tensors = {k: v for k, v in tensors.items() if not _LORA.match(k)}
+        own = model.state_dict()
+        missing = sorted(set(deltas) - set(own))
+        if missing:
+            raise CheckpointError(f"{path} does not fit this model ({model.config.name}): LoRA targets "
+                                  f"without a base weight ({len(missing)}): {', '.join(missing[:10])}")
+        with torch.no_grad():
+            for name, delta in deltas.items():
+                own[name].add_(delta.to(own[name].dtype))
+        lora = None
+    elif lora is not None and not _has_lora(model):
+        from peft import LoraConfig, inject_adapter_in_model
+
+        from .. import hf
+
+        inject_adapter_in_model(LoraConfig(**lora), hf.language_model(model.mllm))
+    own = model.state_dict()
+    unexpected = sorted(set(tensors) - set(own))
+    if unexpected:
+        raise CheckpointError(f"{path} does not fit this model ({model.config.name}): unexpected keys "
+                              f"({len(unexpected)}): {', '.join(unexpected[:10])}")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in tensors.items() if v.shape != own[k].shape]
+    if wrong:
+        raise CheckpointError(f"{path}: shape mismatch: {'; '.join(wrong[:5])}")
+    model.load_state_dict(tensors, strict=False)
+    if merge_lora and lora is not None:  # the model already had peft layers: merge them
+        merge_lora_into_base(model)
+    model.untrained = tuple(p for p in getattr(model, "untrained", ()) if not _part_in(p, tensors))
+    return model
+
+
+def merge_lora_into_base(model) -> None:
+    """W ← W + scale·B·A for every LoRA layer, then put the plain base layer back."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+
+
+def _part_in(part: str, tensors: dict) -> bool:
+    prefix = {"expert": "expert.", "projector": "mllm.model.multi_modal_projector.",
+              "image_newline": "mllm.model.image_newline"}.get(part)
+    return prefix is not None and any(k.startswith(prefix) for k in tensors)
+
+
+def lora_deltas(tensors: dict, lora: dict) -> dict[str, torch.Tensor]:
+    """``{base weight name: (lora_alpha / r) · B @ A}`` from a parts file's LoRA matrices
+    (``use_rslora``: α/√r). The base name drops peft's ``.lora_A.<adapter>`` infix."""
+    r = int(lora["r"])
+    scale = lora["lora_alpha"] / (r ** 0.5 if lora.get("use_rslora") else r)
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        m = _LORA.match(key)
+        if m:
+            pairs.setdefault(m["base"], {})[m["ab"]] = value
+    deltas = {}
+    for base, ab in pairs.items():
+        if set(ab) != {"A", "B"}:
+            raise CheckpointError(f"LoRA layer {base}: found only lora_{''.join(ab)}")
+        deltas[base + ".weight"] = scale * (ab["B"].float() @ ab["A"].float())  # [out, r] @ [r, in]
+    return deltas
+
+
+def _has_lora(model) -> bool:
+    return any(".lora_A." in n for n, _ in model.named_parameters())

@@ -1,0 +1,78 @@
+"""The shipped `small` weights (adkit/weights/small, MODEL_CARD.md): what they hold, that
+`from_preset("small")` loads them, that the LoRA merge is exact, and that the expert detects
+anomalies on categories it never saw (the held-out split of data_samples/)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from adkit import AnomalyOV, hf
+from adkit.data import load_mvtec
+from adkit.data.normals import categories
+from adkit.eval import runners
+from adkit.weights.parts import lora_deltas
+from adkit.weights.presets import SMALL_FILES, SMALL_WEIGHTS
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
+
+
+def _read(name):
+    with safe_open(str(SMALL_WEIGHTS / name), "pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata() or {}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # trained weights: no "untrained" warning
+        return AnomalyOV.from_preset("small")
+
+
+def test_files_hold_only_the_trained_parts():
+    total = sum((SMALL_WEIGHTS / f).stat().st_size for f in SMALL_FILES)
+    assert total <= 20e6
+    expert, meta1 = _read("expert.safetensors")
+    parts, meta2 = _read("trained.safetensors")
+    assert meta1["format"] == meta2["format"] == "adkit-parts" and meta1["preset"] == meta2["preset"] == "small"
+    assert expert and all(k.startswith("expert.") for k in expert)
+    prefixes = ("mllm.model.multi_modal_projector.", "mllm.model.image_newline")
+    lora = [k for k in parts if ".lora_" in k]
+    assert lora and all(k.startswith(prefixes) or ".lora_" in k for k in parts)
+    assert any(k.startswith(prefixes[0]) for k in parts) and prefixes[1] in parts
+    assert json.loads(meta2["lora"])["r"] == 8
+    assert (SMALL_WEIGHTS / "MODEL_CARD.md").is_file()
+
+
+def test_from_preset_loads_them_and_merges_lora_exactly(trained, small):
+    assert trained.untrained == ()
+    expert, _ = _read("expert.safetensors")
+    own = trained.state_dict()
+    for k, v in expert.items():
+        assert torch.equal(own[k], v), k
+    parts, meta = _read("trained.safetensors")
+    base = small.state_dict()  # the untrained base (conftest: trained=False)
+    deltas = lora_deltas(parts, json.loads(meta["lora"]))
+    for name, delta in list(deltas.items())[:6]:  # W = W0 + (α/r)·B·A, computed independently
+        torch.testing.assert_close(own[name], base[name] + delta)
+    untouched = "mllm.model.language_model.layers.0.input_layernorm.weight"  # not a LoRA target
+    assert torch.equal(own[untouched], base[untouched])
+    assert torch.equal(own["mllm.model.image_newline"], parts["mllm.model.image_newline"])
+    assert set(own) == set(base)  # merged: a plain AnomalyOV, save_pretrained works as before
+    assert hf.language_model(trained.mllm) is not None
+
+
+def test_trained_expert_detects_anomalies_on_held_out_categories(trained):
+    """Zero-shot protocol: data_samples/test holds categories the expert never trained on."""
+    samples = load_mvtec(SAMPLES / "test")
+    assert {s.category for s in samples} == set(categories("test"))
+    result = runners.zero_shot(trained, samples, batch_size=8, progress=False, dataset="held-out")
+    assert result.image_auroc_macro >= 0.6, result.image_auroc
+    scores = np.asarray(result.scores)
+    assert scores[np.asarray(result.labels) == 1].mean() > scores[np.asarray(result.labels) == 0].mean()
