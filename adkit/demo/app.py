@@ -230,7 +230,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         with gr.Row():
             with gr.Column(scale=1):
                 preset = gr.Dropdown(pipeline.presets, value=pipeline.preset, label="preset",
-                                     info="small: real tower + LLM, untrained expert; tiny: random, for tests")
+                                     info="small: DINOv2-S + SmolLM2-135M with the kit's trained expert (MODEL_CARD); tiny: random, for tests")
                 image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
                                  label="image", elem_id="input-image", height=320)
                 if example_files:
