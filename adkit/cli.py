@@ -2,7 +2,7 @@
 
 Every failure the user can fix (a bad or missing image, missing paper weights, bad
 arguments) ends in one ``adkit: error: ...`` line on stderr and exit code 2, never a
-traceback. Warnings (e.g. the ``small`` preset's "untrained expert" note) are printed once,
+traceback. Warnings (e.g. a preset's "untrained parts" note) are printed once,
 as a one-line ``adkit: warning: ...`` note. Run ``adkit --help`` or ``adkit CMD --help``.
 """
 
@@ -21,8 +21,8 @@ from typing import Callable
 PRESETS = ("small", "tiny", "paper-0.5b", "paper-7b")
 PRESET_HELP = """presets:
   small       real DINOv2 ViT-S/14 + SmolLM2-135M, converted offline from PyPI packages
-              (cached on first use); the anomaly expert, projector and image_newline are
-              untrained, so scores, maps and answers are placeholders (it warns)
+              (cached on first use), plus the kit's trained expert, projector, image_newline
+              and LoRA (adkit/weights/small/MODEL_CARD.md): a CPU teaching model
   tiny        random weights built in memory (instant); for tests, outputs are meaningless
   paper-0.5b  the paper's model: local llava-hf LLaVA-OneVision-0.5B + official expert;
               needs --model-path DIR or ADKIT_LLAVA_PATH and --expert-path FILE or ADKIT_EXPERT_PATH

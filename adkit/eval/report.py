@@ -119,9 +119,9 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
              "![ROC curves](roc.png) ![AUROC per class](per_class.png)", "",
              "## Against the paper (Table 2, image AUROC %)", "", table.to_markdown(), "",
              *[f"- {n}" for n in table.notes], f"- source: {table.source}", ""]
-    if r.preset in ("tiny", "small"):
-        lines += [f"Note: the `{r.preset}` preset's expert is untrained (random weights), so an AUROC near 0.5 "
-                  "is expected; the paper's figures are for trained experts.", ""]
+    if "expert" in getattr(r, "untrained", ()):
+        lines += [f"Note: the `{r.preset}` preset's expert was untrained (random weights) in this run, so an AUROC "
+                  "near 0.5 is expected; the paper's figures are for trained experts.", ""]
     files["markdown"] = out / "report.md"
     files["markdown"].write_text("\n".join(lines), encoding="utf-8")
     return files

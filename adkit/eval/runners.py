@@ -86,6 +86,7 @@ class ZeroShotResult:
     pixel_auroc_macro: float | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # class → why it has no image AUROC
     averaging: str = AVERAGING
+    untrained: tuple = ()  # the model's parts without trained weights (model.untrained) when it ran
 
     @property
     def n(self) -> int:
@@ -182,7 +183,8 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
         categories=cats, labels=labels, scores=scores, image_auroc=image_auroc,
         image_auroc_macro=metrics.macro(image_auroc), f1_max=f1, f1_max_macro=metrics.macro(f1), roc=roc,
         pooled_auroc=metrics.auroc(labels, scores) if both else None, pixel_auroc=pixel,
-        pixel_auroc_macro=metrics.macro(pixel) if pixel else None, skipped=skipped)
+        pixel_auroc_macro=metrics.macro(pixel) if pixel else None, skipped=skipped,
+        untrained=tuple(getattr(model, "untrained", ()) or ()))
 
 
 def _subsample(samples: list, limit: int | None, seed: int) -> list:
