@@ -20,7 +20,6 @@ from adkit.data.instruct import (
 from adkit.data.records import AnomalySample, DataError
 from adkit.data.writers import OpenAIWriter, TemplateWriter, TransformersWriter, WriterError
 from test_writers import ChatServer, decode_data_url
-from test_writers import tiny_lm  # noqa: F401 (the module-scoped tiny LM fixture)
 
 RED = (255, 0, 0)
 GRAY = (120, 120, 120)

@@ -34,13 +34,7 @@ def tiny_samples(categories, n_normal, n_anomalous, seed=0, size=(48, 64)):
     return out
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Toy-sized tensors: one intra-op thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: toy tensors run best on one thread
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from adkit.data.records import DataError
 from adkit.processor import AnomalyOVProcessor
@@ -19,12 +17,7 @@ from adkit.weights.official import CheckpointError
 from adkit.train.stage2 import load_trained_parts, prepare_trainable, train_stage2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: toy tensors run best on one thread
 
 
 def record(i, image, answer="Yes, a scratch."):

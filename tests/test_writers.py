@@ -112,22 +112,6 @@ def test_writers_satisfy_protocol():
 
 # ---------------------------------------------------------------- local transformers LM
 
-@pytest.fixture(scope="module")
-def tiny_lm():
-    """A 2-layer random Qwen2 causal LM with the real (offline) Qwen2 tokenizer. Untied embeddings:
-    a tied toy model just repeats its last input token ("\n"), which decodes to nothing."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from adkit.tokenizers import load_tokenizer
-
-    tok = load_tokenizer("qwen2")
-    torch.manual_seed(0)
-    cfg = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tok), tie_word_embeddings=False,
-                      max_position_embeddings=1024, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-    return Qwen2ForCausalLM(cfg).eval(), tok
-
-
 class ForceEOS:
     """A real generate() logits processor: only the EOS token may be produced → empty answer."""
 

@@ -18,7 +18,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 __all__ = [
     "PAPER", "PaperTable", "ZERO_SHOT_DATASETS", "VISA_DR_COLUMNS", "EXPERT_VISA_DR_DETECTION",
