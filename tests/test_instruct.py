@@ -19,7 +19,8 @@ from adkit.data.instruct import (
 )
 from adkit.data.records import AnomalySample, DataError
 from adkit.data.writers import OpenAIWriter, TemplateWriter, TransformersWriter, WriterError
-from test_writers import ChatServer, decode_data_url
+from chat_server import ChatServer
+from test_writers import decode_data_url
 
 RED = (255, 0, 0)
 GRAY = (120, 120, 120)

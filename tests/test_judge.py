@@ -3,12 +3,10 @@ against a real local test server (a stand-in for the paid service), and a local 
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from chat_server import ChatServer
 
 from adkit.eval.judge import (
     JUDGE_SYSTEM, Judge, JudgeError, JudgeResult, OpenAIJudge, TransformersJudge, build_messages,
@@ -46,50 +44,10 @@ def test_prompt_contents():
 
 # ---------------------------------------------------------------- OpenAI-compatible HTTP judge
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *a):  # keep pytest output clean
-        pass
-
-    def do_POST(self):
-        srv = self.server
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        srv.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-        mode = srv.mode
-        if mode == "slow":
-            time.sleep(1.0)
-        if mode == "500":
-            self._send(500, b'{"error": "boom"}')
-        elif mode == "malformed":
-            self._send(200, b"this is not json")
-        elif mode == "no_choices":
-            self._send(200, b'{"object": "chat.completion"}')
-        else:
-            reply = {"id": "x", "object": "chat.completion", "model": srv.received[-1]["body"]["model"],
-                     "choices": [{"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": srv.reply}}]}
-            self._send(200, json.dumps(reply).encode())
-
-    def _send(self, code, payload):
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-            pass
-
-
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.received, srv.mode, srv.reply = [], "ok", "8\nAccurate and relevant."
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with ChatServer("8\nAccurate and relevant.") as s:
+        yield s.srv
 
 
 def _judge(srv, **kw):

@@ -3,13 +3,11 @@ images in memory and on disk, a real judge over HTTP on 127.0.0.1, the CLI in-pr
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from chat_server import ChatServer
 from PIL import Image
 
 from adkit import cli
@@ -128,32 +126,12 @@ def test_detection_summary_rules_differ_where_expected():
     assert res.per_class["first_word"]["x"]["unparsed"] == 1
 
 
-class _Judge(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.received.append(body)
-        n = len(self.server.received)
-        content = "7\nclose to the reference" if n % 2 else "9/10 good"
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
 @pytest.fixture
 def judge_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    srv.daemon_threads, srv.received = True, []
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    """Alternating judge replies: "7\n..." for odd requests, "9/10 good" for even ones."""
+    with ChatServer() as s:
+        s.srv.reply = lambda body: "7\nclose to the reference" if len(s.srv.received) % 2 else "9/10 good"
+        yield s.srv
 
 
 def test_reasoning_multiturn_with_http_judge(tiny, bench, judge_server):
@@ -171,7 +149,7 @@ def test_reasoning_multiturn_with_http_judge(tiny, bench, judge_server):
         assert rec["answer"] == tiny.chat(it.image, rec["question"], history=history, max_new_tokens=5)
         assert rec["rouge_l"] == rouge_l(rec["answer"], rec["reference"]) and -1 <= rec["sbert"] <= 1
         assert rec["gpt"] in (7.0, 9.0) and rec["kind"] == turn_kind(rec["turn"])
-    sent = [b["messages"][1]["content"] for b in judge_server.received]
+    sent = [r["body"]["messages"][1]["content"] for r in judge_server.received]
     assert all("A dark scratch across the surface." in s or "Friction during handling." in s for s in sent)
     low = [r for r in res.records if r["kind"] == "low-level"]
     by_class = {c: np.mean([r["sbert"] for r in low if r["category"] == c]) for c in {r["category"] for r in low}}

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -21,6 +17,7 @@ from adkit.data.writers import (
     defect_family,
 )
 from adkit.http import post_chat_completion
+from chat_server import ChatServer
 
 ANOMALY = {"category": "capsule", "defect": "poke", "label": 1, "location": "top left", "severity": "severe"}
 NORMAL = {"category": "metal nut", "defect": "good", "label": 0}
@@ -163,52 +160,6 @@ def test_transformers_writer_without_chat_template(tiny_lm):
 
 
 # ---------------------------------------------------------------- OpenAI-compatible HTTP
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def do_POST(self):
-        srv = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        srv.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
-        if srv.mode == "slow":
-            time.sleep(1.0)
-        if srv.mode == "500":
-            return self._send(500, b'{"error": "boom"}')
-        if srv.mode == "malformed":
-            return self._send(200, b"this is not json")
-        content = srv.reply(body) if callable(srv.reply) else srv.reply
-        reply = {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant",
-                                                                                    "content": content}}]}
-        self._send(200, json.dumps(reply).encode())
-
-    def _send(self, code, payload):
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-class ChatServer:
-    """A real OpenAI-style chat-completions server on 127.0.0.1 in a thread (a stand-in for the
-    paid service); ``mode`` picks ok / 500 / malformed / slow; ``reply`` a string or body → string."""
-
-    def __enter__(self):
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.srv.received, self.srv.mode, self.srv.reply = [], "ok", "A written answer."
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        return self
-
-    def __exit__(self, *exc):
-        self.srv.shutdown()
-        self.srv.server_close()
-
 
 @pytest.fixture
 def server():
