@@ -86,37 +86,17 @@ def cmd_synth(args) -> int:
 
     from .normals import categories, make_samples
     from .records import DataError
+    from .samples import write_tree
 
     names = args.categories.split(",") if args.categories else categories(args.split)
+    if args.normal + args.anomalous == 0:
+        raise DataError("nothing to write: --normal and --anomalous are both 0")
     out = Path(args.out)
-    count = 0
     for name in tqdm(names, desc="categories", disable=not sys.stderr.isatty()):
-        for s in _write_tree(make_samples(name, args.normal, args.anomalous, args.seed, args.size), out):
-            count += 1
-    if count == 0:
-        raise DataError("nothing written: --normal and --anomalous are both 0")
-    print(f"wrote {count} images to {out}")
+        write_tree(make_samples(name, args.normal, args.anomalous, args.seed, args.size), out,
+                   train_good=args.normal // 2)  # half the normals are training images
+    print(f"wrote {len(names) * (args.normal + args.anomalous)} images to {out}")
     return 0
-
-
-def _write_tree(samples, out: Path):
-    import numpy as np
-    from PIL import Image
-
-    n_train = sum(1 for s in samples if s.label == 0) // 2  # half the normals are training images
-    index: dict[tuple, int] = {}
-    for j, s in enumerate(samples):
-        part, sub = (("train", "good") if j < n_train else ("test", "good")) if s.label == 0 else ("test", s.defect)
-        k = index.get((s.category, part, sub), 0)
-        index[(s.category, part, sub)] = k + 1
-        path = out / s.category / part / sub / f"{k:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        s.load_image().save(path)
-        if s.label == 1:
-            m = out / s.category / "ground_truth" / sub / f"{k:03d}_mask.png"
-            m.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(s.load_mask().astype(np.uint8) * 255).save(m)
-        yield path
 
 
 def cmd_instruct(args) -> int:

@@ -40,7 +40,8 @@ from .synth import DEFECT_FAMILIES
 from .visa_dr import DETECTION_PROMPT, DetectionItem, ReasoningItem, VisaDRBenchmark, write_visa_dr
 from .writers import TemplateWriter
 
-__all__ = ["SampleCounts", "COUNTS", "REASONING_QUESTIONS", "make_sample_sets", "check_sample_sets", "file_hashes"]
+__all__ = ["SampleCounts", "COUNTS", "REASONING_QUESTIONS", "make_sample_sets", "check_sample_sets", "file_hashes",
+           "write_tree"]
 
 GENERATOR = "adkit.data.samples v1"
 
@@ -70,27 +71,38 @@ def _save_png(image: Image.Image, path: Path) -> None:
     image.save(path, format="PNG", optimize=False, compress_level=9)
 
 
+def write_tree(samples: list[AnomalySample], root, train_good: int) -> list[AnomalySample]:
+    """Write one category's samples as an MVTec-AD tree under ``root``: the first ``train_good``
+    normals to ``<cat>/train/good``, the other normals to ``test/good``, anomalies to
+    ``test/<defect>`` with masks in ``ground_truth/<defect>/<n>_mask.png``. Sets ``meta["path"]``;
+    returns the test samples."""
+    root, tests, index = Path(root), [], {}
+    normals = 0
+    for s in samples:
+        if s.label == 0:
+            part, sub = ("train", "good") if normals < train_good else ("test", "good")
+            normals += 1
+        else:
+            part, sub = "test", s.defect
+        k = index.get((s.category, part, sub), 0)
+        index[(s.category, part, sub)] = k + 1
+        path = root / s.category / part / sub / f"{k:03d}.png"
+        _save_png(s.load_image(), path)
+        s.meta["path"] = str(path)
+        if s.label == 1:
+            mask = Image.fromarray(s.load_mask().astype(np.uint8) * 255)
+            _save_png(mask, root / s.category / "ground_truth" / sub / f"{k:03d}_mask.png")
+        if part == "test":
+            tests.append(s)
+    return tests
+
+
 def _write_split(out: Path, split: str, seed: int, size: int, counts: SampleCounts) -> list[AnomalySample]:
-    """Generate one split's categories on disk; returns the samples with ``meta["path"]`` set."""
+    """Generate one split's categories on disk; returns the test samples with ``meta["path"]`` set."""
     written = []
     for name in categories(split):
         samples = make_samples(name, counts.train_good + counts.test_good, counts.test_bad, seed, size)
-        per_defect: dict[str, int] = {}
-        for i, s in enumerate(samples):
-            if s.label == 0:
-                sub = ("train", "good", i) if i < counts.train_good else ("test", "good", i - counts.train_good)
-            else:
-                n = per_defect.get(s.defect, 0)
-                per_defect[s.defect] = n + 1
-                sub = ("test", s.defect, n)
-            path = out / split / name / sub[0] / sub[1] / f"{sub[2]:03d}.png"
-            _save_png(s.load_image(), path)
-            s.meta["path"] = str(path)
-            if s.label == 1:
-                mask = Image.fromarray(s.load_mask().astype(np.uint8) * 255)
-                _save_png(mask, out / split / name / "ground_truth" / s.defect / f"{sub[2]:03d}_mask.png")
-            if sub[0] == "test":
-                written.append(s)
+        written += write_tree(samples, out / split, counts.train_good)
     return written
 
 
