@@ -285,3 +285,7 @@ def test_cli_model_loads_parts_and_switches_the_expert_off(tiny, tmp_path, capsy
         assert torch.equal(a, b), n
     assert cli.main(["eval", "zero-shot", "--heldout", "--no-expert", "--preset", "tiny"]) == 2
     assert "--no-expert" in capsys.readouterr().err
+    from adkit.weights.parts import base_with_parts
+
+    with pytest.raises(FileNotFoundError, match="trained-parts file not found: .*nope.safetensors"):
+        base_with_parts("tiny", [path, tmp_path / "nope.safetensors"])

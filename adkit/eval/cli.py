@@ -82,20 +82,10 @@ def _check(args, tools) -> None:
 
 def _model(args, tools):
     """The preset, with --load parts (on the untrained base) and --no-expert applied."""
-    if not args.load:
-        model = tools.load_model(args)
-    else:
-        import warnings
+    from ..weights.parts import base_with_parts
 
-        from ..model import AnomalyOV
-        from ..weights.parts import load_trained_parts
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="preset 'small'", category=UserWarning)
-            model = AnomalyOV.from_preset(args.preset, model_path=args.model_path, expert_path=args.expert_path,
-                                          trained=False)
-        for path in args.load:
-            load_trained_parts(model, path)
+    model = tools.load_model(args) if not args.load else base_with_parts(
+        args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path)
     if args.no_expert:
         model.use_expert = False
     return model

@@ -78,23 +78,11 @@ def register(subparsers, tools) -> None:
 
 
 def _model(args, tools):
-    """Training starts from the preset's *base* weights: for ``small`` that is the untrained
-    expert / projector / newline, not the shipped trained parts (so the shipped checkpoint is
+    """Training starts from the preset's *base* weights (so the shipped ``small`` checkpoint is
     reproducible from its card's commands); ``--load`` adds earlier stages' parts."""
-    import warnings
+    from ..weights.parts import base_with_parts
 
-    from ..model import AnomalyOV
-    from .stage2 import load_trained_parts
-
-    with warnings.catch_warnings():  # the parts about to be trained are untrained: no news
-        warnings.filterwarnings("ignore", message="preset 'small'", category=UserWarning)
-        model = AnomalyOV.from_preset(args.preset, model_path=args.model_path, expert_path=args.expert_path,
-                                      trained=False)
-    for path in args.load:
-        if not Path(path).is_file():
-            raise tools.UsageError(f"--load {path}: file not found")
-        load_trained_parts(model, path)
-    return model
+    return base_with_parts(args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path)
 
 
 def _split_names(text):

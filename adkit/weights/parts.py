@@ -19,7 +19,7 @@ import torch
 
 from .official import CheckpointError
 
-__all__ = ["save_trained_parts", "load_trained_parts", "merge_lora_into_base", "lora_deltas"]
+__all__ = ["save_trained_parts", "load_trained_parts", "merge_lora_into_base", "lora_deltas", "base_with_parts"]
 
 _LORA = re.compile(r"^(?P<base>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 
@@ -126,3 +126,22 @@ def lora_deltas(tensors: dict, lora: dict) -> dict[str, torch.Tensor]:
 
 def _has_lora(model) -> bool:
     return any(".lora_A." in n for n, _ in model.named_parameters())
+
+
+def base_with_parts(preset: str, parts: Sequence = (), *, model_path=None, expert_path=None):
+    """The preset's base weights (``trained=False``: for ``small`` the untrained expert, projector
+    and newline, not the shipped parts) with ``parts`` files loaded in order — what training
+    starts from and how ``--load`` evaluates a run. Missing files fail before the model is built."""
+    import warnings
+
+    from ..model import AnomalyOV
+
+    for path in parts:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"trained-parts file not found: {path}")
+    with warnings.catch_warnings():  # parts about to be trained or loaded: the untrained note is no news
+        warnings.filterwarnings("ignore", message="preset 'small'", category=UserWarning)
+        model = AnomalyOV.from_preset(preset, model_path=model_path, expert_path=expert_path, trained=False)
+    for path in parts:
+        load_trained_parts(model, path)
+    return model
