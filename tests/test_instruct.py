@@ -217,7 +217,7 @@ def test_build_instructions_template(tmp_path, capsys):
 
 
 def test_build_instructions_llava_roundtrip(tmp_path):
-    llava = pytest.importorskip("adkit.data.llava")  # written by another helper; used when present
+    from adkit.data import llava
     recs = build_instructions(_samples(), TemplateWriter(0), progress=False)
     path = tmp_path / "instruct.json"
     llava.write_llava_json(recs, path, allow_extra=True)  # "meta" is an extra top-level key

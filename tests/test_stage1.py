@@ -150,7 +150,6 @@ def test_bad_inputs_are_clear(tiny, data):
 
 
 def test_cli_stage1_end_to_end(tmp_path, capsys):
-    pytest.importorskip("adkit.data.loaders")
     from adkit.cli import main
 
     root = tmp_path / "data"

