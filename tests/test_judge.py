@@ -123,10 +123,6 @@ def test_openai_judge_unreachable():
 def test_transformers_judge_smollm2():
     from adkit.weights import smollm2 as S
 
-    try:
-        S.gguf_path()
-    except RuntimeError:
-        pytest.skip(f"SmolLM2 not available ({S.INSTALL_HINT})")
     model, tok = S.smollm2()
     judge = TransformersJudge(model, tok, max_new_tokens=8, name="smollm2-135m")
     assert isinstance(judge, Judge)
