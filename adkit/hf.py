@@ -8,6 +8,8 @@ Tested range: transformers >=5.24,<5.25 (see pyproject.toml).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
@@ -67,6 +69,13 @@ def embed_tokens(mllm) -> nn.Module:
 
 
 def tower_hidden_states(tower: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """All hidden states of a transformers vision tower: index 0 embeddings, k = layer k."""
-    out = tower(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+    """All hidden states of a transformers vision tower: index 0 embeddings, k = layer k.
+
+    Tiles of another size than ``config.image_size`` interpolate the position embeddings: DINOv2
+    always does; SigLIP is asked to (``interpolate_pos_encoding``).
+    """
+    kwargs = {}
+    if pixel_values.shape[-1] != tower.config.image_size and "interpolate_pos_encoding" in inspect.signature(tower.forward).parameters:
+        kwargs["interpolate_pos_encoding"] = True
+    out = tower(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **kwargs)
     return out.hidden_states

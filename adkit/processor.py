@@ -33,6 +33,11 @@ def normalise(img: Image.Image, mean, std) -> torch.Tensor:
     return arr.permute(2, 0, 1).contiguous()  # [H, W, 3] → [3, H, W]
 
 
+def base_view(img: Image.Image, size: int) -> Image.Image:
+    """The base view: the whole (capped) image resized to size × size, aspect ignored."""
+    return img.resize((size, size), Image.BICUBIC)
+
+
 def anyres_tiles(image, config: AnomalyOVConfig, single_view: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image → ([1 + rows·cols, 3, S, S] tiles, capped (h, w)). Tile 0 is the base view."""
     g = config.geometry
@@ -51,7 +56,7 @@ def anyres_tiles(image, config: AnomalyOVConfig, single_view: bool = False) -> t
     nh, nw = fit_size(h, w, (rows * s, cols * s))
     canvas = Image.new("RGB", (cols * s, rows * s), (0, 0, 0))
     canvas.paste(img.resize((nw, nh), Image.BICUBIC), ((cols * s - nw) // 2, (rows * s - nh) // 2))
-    tiles = [img.resize((s, s), Image.BICUBIC)]  # base view: whole image, aspect ignored
+    tiles = [base_view(img, s)]
     tiles += [canvas.crop((c * s, r * s, (c + 1) * s, (r + 1) * s)) for r in range(rows) for c in range(cols)]
     return torch.stack([normalise(t, g.image_mean, g.image_std) for t in tiles]), (h, w)
 
@@ -107,6 +112,22 @@ class AnomalyOVProcessor:
             split_sizes=torch.tensor([t.shape[0] for t in tiles], dtype=torch.long),
             single_view=torch.tensor(flags, dtype=torch.bool),
         )
+
+    def base_views(self, images: list, size: int | None = None) -> torch.Tensor:
+        """[B, 3, size, size]: each image's base view only (after the long-side cap), at the tile
+        size or at ``size`` (a larger view the tower reads with interpolated positions)."""
+        g = self.config.geometry
+        size = size or g.tile_size
+        if size < g.patch_size or size % g.patch_size:
+            raise ValueError(f"base-view size must be a positive multiple of the patch size {g.patch_size}, got {size}")
+        views = []
+        for image in images:
+            img = load_image(image)
+            h, w = capped_size(img.height, img.width, g)
+            if (h, w) != (img.height, img.width):
+                img = img.resize((w, h), Image.BICUBIC)
+            views.append(normalise(base_view(img, size), g.image_mean, g.image_std))
+        return torch.stack(views)
 
     # ------------------------------------------------------------------ text
 

@@ -8,7 +8,7 @@ hidden_states[7, 13, 19, 25] and the final feature hidden_states[-1] of the 26-l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,10 +20,17 @@ from .hf import tower_hidden_states
 class VisionFeatures:
     final: torch.Tensor  # [N, P, D] the feature LLaVA projects
     levels: list[torch.Tensor]  # L × [N, P, D] the expert's matching levels
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # hidden_states index → [N, P, D], every one asked for
 
     @property
     def grid(self) -> int:
         return int(round(self.final.shape[1] ** 0.5))
+
+    def at(self, index: int) -> torch.Tensor:
+        """Patch tokens of hidden_states[index] (asked for as a level or an ``extra`` index)."""
+        if index not in self.states:
+            raise KeyError(f"hidden_states[{index}] was not extracted (have {sorted(self.states)})")
+        return self.states[index]
 
 
 def extract_features(
@@ -32,21 +39,24 @@ def extract_features(
     levels: tuple[int, ...],
     final_level: int = -1,
     has_cls_token: bool = False,
+    extra: tuple[int, ...] = (),
 ) -> VisionFeatures:
-    """Run ``tower`` once on [N, 3, S, S] crops; return final and level features as [N, P, D].
+    """Run ``tower`` once on [N, 3, S, S] crops; return final and level features as [N, P, D]
+    (plus the ``extra`` hidden_states indices the training-free scorers read, in ``states``).
 
     Towers with a CLS token (DINOv2) drop token 0 so that the rest forms the g×g patch grid.
+    Tiles of another size than the tower's own (a larger base view) interpolate its positions.
     """
     dtype = next(tower.parameters()).dtype
     hidden = tower_hidden_states(tower, pixel_values.to(dtype))
     n_states = len(hidden)
-    for idx in (*levels, final_level):
+    for idx in (*levels, final_level, *extra):
         if not -n_states <= idx < n_states:
             raise ValueError(f"feature level {idx} out of range: the tower has {n_states} hidden states")
     start = 1 if has_cls_token else 0
     final = hidden[final_level][:, start:]  # [N, (1+)P, D] → [N, P, D]
-    lvls = [hidden[i][:, start:] for i in levels]  # L × [N, P, D]
+    states = {i: hidden[i][:, start:] for i in (*levels, *extra)}  # index → [N, P, D]
     p = final.shape[1]
     if int(round(p ** 0.5)) ** 2 != p:
         raise ValueError(f"{p} patch tokens do not form a square grid (CLS token not dropped?)")
-    return VisionFeatures(final=final, levels=lvls)
+    return VisionFeatures(final=final, levels=[states[i] for i in levels], states=states)
