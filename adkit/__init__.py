@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import zeroshot
 from .anyres import ImageLayout, image_layout
+from .calibration import Calibration
 from .config import AnomalyOVConfig, ExpertConfig, Geometry, get_preset
 from .expert import AnomalyExpert, ExpertOutput
 from .images import ImageLoadError, load_image
@@ -15,9 +17,9 @@ from .model import AnomalyOV, AnomalyOVOutput, Detection
 from .processor import AnomalyOVProcessor
 
 __all__ = [
-    "AnomalyExpert", "AnomalyOV", "AnomalyOVConfig", "AnomalyOVOutput", "AnomalyOVProcessor", "Detection",
+    "AnomalyExpert", "AnomalyOV", "AnomalyOVConfig", "AnomalyOVOutput", "AnomalyOVProcessor", "Calibration", "Detection",
     "ExpertConfig", "ExpertOutput", "Geometry", "ImageLayout", "ImageLoadError", "TokenBudget",
-    "get_preset", "image_layout", "load_image", "token_budget",
+    "get_preset", "image_layout", "load_image", "token_budget", "zeroshot",
 ]
 __version__ = "0.1.0"
 

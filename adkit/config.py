@@ -74,6 +74,12 @@ class ExpertConfig:
     # cell whose map underflows to exactly 0 everywhere gives 0/0 = NaN for that image
     eps: float = 0.0
     projection_dtype: str = "float32"  # "bfloat16" runs the five token projections in bf16
+    # adkit's "Anomaly-OV + prior" variant (adkit/expert/prior.py): index into the levels whose
+    # in-image self-similarity feeds the map and the score; None = the official expert
+    prior_level: int | None = None
+    prior_radius: int = 1  # neighbourhood excluded around each patch (Chebyshev radius)
+    prior_fraction: float = 0.01  # image statistic: mean of this top fraction of patch distances
+    prior_relative: bool = False  # prior variant: the score MLP reads r_b minus the image's mean feature
 
     @property
     def num_patches(self) -> int:
@@ -106,14 +112,33 @@ class AnomalyOVConfig:
     hint_thresholds: tuple[float, ...] = HINT_THRESHOLDS
     hub_id: str | None = None  # llava-hf weights for the paper presets
     expert_file: str | None = None  # official expert checkpoint name for the paper presets
+    # training-free scorers (adkit.zeroshot): hidden_states indices they read
+    self_levels: tuple[int, ...] = ()  # in-image patch kNN ("self"); () = the middle feature level
+    mutual_levels: tuple[int, ...] = ()  # MuSc mutual scoring ("mutual"); () = the feature levels
+    # "Anomaly-OV + prior": the expert also reads the self-similarity of self_levels[0], which must
+    # be one of feature_levels (adkit/expert/prior.py); False = the official expert
+    expert_prior: bool = False
+
+    def __post_init__(self):
+        if not self.self_levels:
+            self.self_levels = (self.feature_levels[len(self.feature_levels) // 2],)
+        if not self.mutual_levels:
+            self.mutual_levels = tuple(self.feature_levels)
 
     def expert_config(self) -> ExpertConfig:
         """The expert's sizes, derived from the tower (D, g) plus this preset's overrides."""
+        prior = {}
+        if self.expert_prior:
+            if self.self_levels[0] not in self.feature_levels:
+                raise ValueError(f"preset {self.name!r}: the expert prior reads hidden_states[{self.self_levels[0]}], "
+                                 f"which is not one of the expert's feature levels {self.feature_levels}")
+            prior["prior_level"] = self.feature_levels.index(self.self_levels[0])
         return ExpertConfig(
             vision_dim=self.vision.hidden_size,
             grid=self.geometry.grid,
             num_levels=len(self.feature_levels),
             pool_size=self.geometry.pool_size,
+            **prior,
             **self.expert_dims,
         )
 
@@ -208,6 +233,9 @@ def _small() -> AnomalyOVConfig:
         geometry=Geometry(tile_size=224, patch_size=14, max_long_side=448,
                           image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
         feature_levels=(3, 6, 9, 11), has_cls_token=True, tokenizer="smollm2",
+        # training-free levels chosen on the kit's val + held-out synthetic categories, never ELPV
+        # (MODEL_CARD.md); the shipped expert is the "+ prior" variant on hidden_states[9]
+        self_levels=(9,), expert_prior=True,
         # the paper's E = 512 for D = 1152; the same ratio for D = 384 is ~170 → 192
         expert_dims=dict(embed_dim=192, class_dim=192, attention_dim=192, score_hidden=192),
     )

@@ -14,6 +14,7 @@ transformers computes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from transformers.utils import ModelOutput
 from . import hf
 from .anyres import fit_size
 from .assembly import assemble_block
+from .calibration import Calibration
 from .config import AnomalyOVConfig, get_preset
 from .expert import AnomalyExpert, ExpertOutput
 from .images import load_image
@@ -48,13 +50,41 @@ RANDOM_PARTS = ("vision_tower", "language_model", "projector", "image_newline", 
 
 @dataclass
 class Detection:
-    """Expert-only result for one image (no LLM run)."""
+    """One image's anomaly score and map from the tower alone (no LLM run), by one method."""
 
-    score: float  # anomaly score in [0, 1]
-    anomaly_map: np.ndarray  # [H, W] at the input image's resolution, mean of the two below
+    score: float  # in [0, 1]; anomalous iff score >= threshold
+    anomaly_map: np.ndarray  # [H, W] at the input image's resolution (base and crop maps averaged)
     base_map: np.ndarray  # [H, W] base-view map, resized
-    crop_map: np.ndarray  # [H, W] crop maps stitched, padding removed, resized
-    grid_shape: tuple[int, int]  # (rows, cols) of crops
+    crop_map: np.ndarray | None  # [H, W] crop maps stitched, padding removed, resized; None: base view only
+    grid_shape: tuple[int, int]  # (rows, cols) of crops; (0, 0) when only the base view was scored
+    method: str = "expert"  # "expert" | "self" | "mutual" | "expert+self" (adkit.zeroshot.METHODS)
+    threshold: float = 0.5  # the verdict threshold of this method (model.calibration)
+    calibrated: bool = False  # threshold chosen on validation data (else the 0.5 default)
+
+    @property
+    def is_anomalous(self) -> bool:
+        return bool(self.score >= self.threshold)
+
+
+def image_maps(tile_maps: torch.Tensor, layout, size: tuple[int, int], tile_size: int):
+    """Tile maps [1 + rows·cols, g, g] of one image → (base, crop) maps [H, W] at ``size`` = (H, W).
+
+    The base view covers the whole image; the crops are stitched into their canvas, upsampled
+    to pixels, stripped of the black padding the processor added (the same ``fit_size`` box) and
+    resized to the image. With a single tile, crop is None.
+    """
+    base = F.interpolate(tile_maps[:1, None].float(), size, mode="bilinear", align_corners=False)[0, 0]
+    if tile_maps.shape[0] == 1:
+        return base, None
+    rows, cols = layout.grid_shape
+    g, s = tile_maps.shape[-1], tile_size
+    canvas = tile_maps[1:].float().view(rows, cols, g, g).permute(0, 2, 1, 3).reshape(rows * g, cols * g)  # [r, c, g, g] → [r·g, c·g]
+    canvas = F.interpolate(canvas[None, None], (rows * s, cols * s), mode="bilinear", align_corners=False)[0, 0]
+    h, w = layout.image_size
+    nh, nw = fit_size(h, w, (rows * s, cols * s))
+    top, left = (rows * s - nh) // 2, (cols * s - nw) // 2
+    crop = canvas[top:top + nh, left:left + nw]
+    return base, F.interpolate(crop[None, None], size, mode="bilinear", align_corners=False)[0, 0]
 
 
 class AnomalyOV(nn.Module):
@@ -66,6 +96,7 @@ class AnomalyOV(nn.Module):
         self.tokenizer = tokenizer
         self.processor = AnomalyOVProcessor(config, tokenizer, label_rule=label_rule)
         self.untrained: tuple[str, ...] = ()  # parts still at random init (presets set this)
+        self.calibration = Calibration.default()  # verdict thresholds per method (presets load theirs)
 
     # ------------------------------------------------------------------ construction
 
@@ -112,11 +143,12 @@ class AnomalyOV(nn.Module):
 
     # ------------------------------------------------------------------ vision side
 
-    def features(self, pixel_values: torch.Tensor) -> VisionFeatures:
-        """One tower pass over [N, 3, S, S] tiles → final [N, P, D] and the expert's levels."""
+    def features(self, pixel_values: torch.Tensor, extra: tuple[int, ...] = ()) -> VisionFeatures:
+        """One tower pass over [N, 3, S, S] tiles → final [N, P, D], the expert's levels and any
+        ``extra`` hidden_states the training-free scorers read."""
         c = self.config
         return extract_features(hf.vision_tower(self.mllm), pixel_values.to(self.device),
-                                c.feature_levels, c.final_level, c.has_cls_token)
+                                c.feature_levels, c.final_level, c.has_cls_token, extra=tuple(extra))
 
     def hint_level(self, scores: torch.Tensor) -> torch.Tensor:
         """0/1/2 = slightly/moderately/highly: score < 0.3, < 0.7, else (not differentiable)."""
@@ -217,30 +249,99 @@ class AnomalyOV(nn.Module):
     # ------------------------------------------------------------------ expert only
 
     @torch.no_grad()
-    def detect(self, images) -> list[Detection]:
-        """Anomaly score and map per image from the tower and expert alone (no LLM)."""
+    def detect(self, images, method: str = "expert", *, reference=None, image_size: int | None = None) -> list[Detection]:
+        """Anomaly score and map per image from the tower alone (no LLM), by ``method``:
+
+        ``"expert"``       the anomaly expert (paper §3.2–3.3), single image, inductive
+        ``"self"``         in-image patch kNN on frozen features: training-free, single image, inductive
+        ``"mutual"``       MuSc mutual scoring: training-free, *transductive* — each image is scored
+                           against the others in ``images`` + ``reference`` (unlabeled; ≥ 2 in all)
+        ``"expert+self"``  the mean of the expert's and self's calibrated scores and maps
+
+        ``image_size`` (self, mutual): score one base view of that side instead of the anyres tiles.
+        Thresholds come from ``model.calibration`` (chosen on validation data where shipped).
+        """
+        from .zeroshot import METHODS
+
+        if method not in METHODS:
+            raise ValueError(f"unknown detection method {method!r}; choose one of {METHODS}")
         images = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
-        batch = self.processor.images(images)
-        feats = self.features(batch.pixel_values)
-        split = batch.split_sizes.tolist()
-        out = self.expert(feats.final, feats.levels, split)
-        maps = out.anomaly_maps.split(split)
+        if reference and method != "mutual":
+            raise ValueError(f"reference images are only used by method='mutual', not {method!r}")
+        if image_size is not None and method not in ("self", "mutual"):
+            raise ValueError(f"image_size applies to the training-free methods, not {method!r} (its tiles are fixed)")
+        if method == "mutual":
+            return self._detect_mutual(images, [load_image(r) for r in reference or []], image_size)
+        cal = self.calibration.get(method)
+        if image_size is not None:  # self on one larger base view
+            feats = self.features(self.processor.base_views(images, image_size), extra=self.config.self_levels)
+            split, layouts = [1] * len(images), [None] * len(images)
+        else:
+            batch = self.processor.images(images)
+            feats = self.features(batch.pixel_values, extra=self.config.self_levels if method != "expert" else ())
+            split = batch.split_sizes.tolist()
+            layouts = [self.processor.layout(h, w) for h, w in batch.image_sizes.tolist()]
+        g = feats.grid
+        if method in ("expert", "expert+self"):
+            out = self.expert(feats.final, feats.levels, split)
+            maps, scores = out.anomaly_maps, out.scores
+        if method in ("self", "expert+self"):
+            s_maps, s_scores = self.self_similarity(feats, split)
+            maps, scores = s_maps.reshape(-1, g, g), s_scores  # [N, P] → [N, g, g]
+        if method == "expert+self":
+            p_self = self.calibration.get("self").probability
+            p_exp = self.calibration.get("expert").probability
+            maps = (out.anomaly_maps + torch.as_tensor(p_self(maps.cpu().numpy()), dtype=maps.dtype, device=maps.device)) / 2
+            scores = torch.as_tensor((p_exp(out.scores.cpu().numpy()) + p_self(s_scores.cpu().numpy())) / 2)
         results = []
-        for img, (h, w), m, score in zip(images, batch.image_sizes.tolist(), maps, out.scores.tolist()):
-            layout = self.processor.layout(h, w)
-            rows, cols = layout.grid_shape
-            size = (img.height, img.width)
-            base = F.interpolate(m[:1, None], size, mode="bilinear", align_corners=False)[0, 0]
-            g, s = m.shape[-1], self.config.geometry.tile_size
-            canvas = m[1:].view(rows, cols, g, g).permute(0, 2, 1, 3).reshape(rows * g, cols * g)
-            canvas = F.interpolate(canvas[None, None], (rows * s, cols * s), mode="bilinear", align_corners=False)[0, 0]
-            nh, nw = fit_size(h, w, (rows * s, cols * s))
-            top, left = (rows * s - nh) // 2, (cols * s - nw) // 2
-            crop = canvas[top : top + nh, left : left + nw]
-            crop = F.interpolate(crop[None, None], size, mode="bilinear", align_corners=False)[0, 0]
-            results.append(Detection(score=score, anomaly_map=((base + crop) / 2).cpu().numpy(),
-                                     base_map=base.cpu().numpy(), crop_map=crop.cpu().numpy(),
-                                     grid_shape=(rows, cols)))
+        for img, lay, m, score in zip(images, layouts, maps.split(split), scores.tolist()):
+            base, crop = image_maps(m, lay, (img.height, img.width), self.config.geometry.tile_size)
+            results.append(Detection(
+                score=float(score), anomaly_map=(base if crop is None else (base + crop) / 2).cpu().numpy(),
+                base_map=base.cpu().numpy(), crop_map=None if crop is None else crop.cpu().numpy(),
+                grid_shape=(0, 0) if lay is None else lay.grid_shape, method=method,
+                threshold=cal.threshold, calibrated=self.calibration.calibrated))
+        return results
+
+    def self_similarity(self, feats: VisionFeatures, split) -> tuple[torch.Tensor, torch.Tensor]:
+        """("self") per-patch distances [N, P] (mean over ``config.self_levels``) and per-image
+        scores [B]: the mean of the top 1 % of an image's patch distances over all its tiles."""
+        from .zeroshot.scores import self_similarity_map, top_mean
+
+        levels = self.config.self_levels
+        d = sum(self_similarity_map(feats.at(i), split) for i in levels) / len(levels)  # [N, P]
+        scores = torch.stack([top_mean(part.reshape(1, -1))[0] for part in d.split(list(split))])  # [B]
+        return d, scores
+
+    @torch.no_grad()
+    def base_view_features(self, images, levels, image_size: int | None = None, chunk: int = 16) -> dict:
+        """{hidden_states index: [B, P, D] fp32} of each image's base view (at ``image_size`` if
+        given), the tower run ``chunk`` images at a time so memory stays bounded."""
+        states = {i: [] for i in levels}
+        for start in range(0, len(images), chunk):
+            feats = self.features(self.processor.base_views(images[start:start + chunk], image_size), extra=tuple(levels))
+            for i in levels:
+                states[i].append(feats.at(i).float())
+        return {i: torch.cat(v) for i, v in states.items()}
+
+    def _detect_mutual(self, images, reference, image_size) -> list[Detection]:
+        from .zeroshot.scores import mutual_map
+
+        everything = images + reference
+        if len(everything) < 2:
+            raise ValueError("method='mutual' scores each image against the others: give at least two images "
+                             "(several to score, or reference=[...] unlabeled images of the same kind)")
+        levels = self.config.mutual_levels
+        states = self.base_view_features(everything, levels, image_size)
+        patch = mutual_map([states[i] for i in levels], num_queries=len(images))  # [B, P]: references unscored
+        g = math.isqrt(patch.shape[1])
+        cal = self.calibration.get("mutual")
+        results = []
+        for img, m in zip(images, patch):
+            base, _ = image_maps(m.reshape(1, g, g), None, (img.height, img.width), self.config.geometry.tile_size)
+            results.append(Detection(score=float(m.max()), anomaly_map=base.cpu().numpy(), base_map=base.cpu().numpy(),
+                                     crop_map=None, grid_shape=(0, 0), method="mutual", threshold=cal.threshold,
+                                     calibrated=self.calibration.calibrated))
         return results
 
     # ------------------------------------------------------------------ weights

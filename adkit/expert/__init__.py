@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..config import ExpertConfig
-from .ltfm import LookTwiceFeatureMatching
+from .ltfm import LookTwiceFeatureMatching, mlp2
+from .prior import SelfSimilarityPrior
 from .selector import VisualTokenSelector
 
 __all__ = ["AnomalyExpert", "ExpertConfig", "ExpertOutput", "split_index"]
@@ -39,12 +40,14 @@ class ExpertOutput:
     attention: torch.Tensor  # [N, k², P] selector attention
     queries: torch.Tensor  # [N, k², D] map-weighted pooled features
     class_vector: torch.Tensor  # [B, C] look-back class vector
+    prior_distances: torch.Tensor | None = None  # [N, g, g] self-similarity distances (prior variant only)
+    prior_map: torch.Tensor | None = None  # [N, g, g] the prior's map, fused with the level maps
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return getattr(self, key)
 
     def keys(self) -> list[str]:
-        return [f.name for f in fields(self)]
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
 def split_index(split_sizes: Sequence[int] | torch.Tensor, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,13 +61,18 @@ def split_index(split_sizes: Sequence[int] | torch.Tensor, device=None) -> tuple
 
 
 class AnomalyExpert(nn.Module):
-    """LTFM → token selector → score, vectorised over the whole batch (no per-image loop)."""
+    """LTFM → token selector → score, vectorised over the whole batch (no per-image loop).
+
+    With ``config.prior_level`` set, the self-similarity prior (:mod:`adkit.expert.prior`) joins
+    the fused map and adds a term to the score logit ("Anomaly-OV + prior"; not in the paper).
+    """
 
     def __init__(self, config: ExpertConfig | None = None):
         super().__init__()
         self.config = config or ExpertConfig()
         self.ltfm = LookTwiceFeatureMatching(self.config)
         self.selector = VisualTokenSelector(self.config)
+        self.prior = SelfSimilarityPrior(self.config) if self.config.prior_level is not None else None
 
     def forward(
         self,
@@ -80,13 +88,25 @@ class AnomalyExpert(nn.Module):
             if lvl.shape != final.shape:
                 raise ValueError(f"level {i} has shape {tuple(lvl.shape)}, expected {tuple(final.shape)}")
         maps = self.ltfm(final, levels, base_rows, image_index)
-        sel = self.selector(final, maps["anomaly_map"], maps["crop_significance"], image_index, len(base_rows))
+        anomaly_map, significance, prior = maps["anomaly_map"], maps["crop_significance"], None
+        if self.prior is not None:
+            prior = self.prior(levels, split_sizes, image_index, len(base_rows))
+            num = self.config.num_levels
+            anomaly_map = (anomaly_map * num + prior["map"]) / (num + 1)  # mean over the L + 1 maps
+            significance = anomaly_map.mean(dim=(1, 2))  # [N]
+        sel = self.selector(final, anomaly_map, significance, image_index, len(base_rows))
+        if prior is not None and self.config.prior_relative:
+            context = self.prior.context(final, image_index, len(base_rows))  # [B, D]
+            sel["logits"] = mlp2(sel["global_tokens"] - context, self.selector.score_mlp).squeeze(-1)
+        logits = sel["logits"] if prior is None else sel["logits"] + prior["logit"]
         return ExpertOutput(
             selected_tokens=sel["selected_tokens"], global_tokens=sel["global_tokens"],
-            scores=sel["scores"], logits=sel["logits"], anomaly_maps=maps["anomaly_map"],
-            level_maps=maps["level_maps"], crop_significance=maps["crop_significance"],
+            scores=logits.sigmoid(), logits=logits, anomaly_maps=anomaly_map,
+            level_maps=maps["level_maps"], crop_significance=significance,
             cell_significance=sel["cell_significance"], attention=sel["attention"],
             queries=sel["queries"], class_vector=maps["class_vector"],
+            prior_distances=None if prior is None else prior["distances"],
+            prior_map=None if prior is None else prior["map"],
         )
 
     # ------------------------------------------------------------------ official weights

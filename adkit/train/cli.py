@@ -57,7 +57,11 @@ def register(subparsers, tools) -> None:
     s1.add_argument("--val-categories", default=None, metavar="A,B", help="hold these categories of --data out for validation")
     s1.add_argument("--n-normal", type=int, default=32, help="synthetic: normal images per category (default: 32)")
     s1.add_argument("--n-anomalous", type=int, default=32, help="synthetic: anomalous images per category (default: 32)")
-    s1.add_argument("--image-size", type=int, default=224, help="synthetic: image side in pixels (default: 224)")
+    s1.add_argument("--image-size", type=_sizes, default=[224], metavar="PX[,PX...]",
+                    help="synthetic: image side in pixels; several (224,336,448) draw one per image: scale jitter, "
+                         "larger images get more anyres crops (default: 224)")
+    s1.add_argument("--grey", type=float, default=0.0, metavar="FRACTION",
+                    help="synthetic: turn this fraction of the images grey (default: 0)")
     s1.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s1.add_argument("--load", action="append", default=[], metavar="FILE", help="trained-parts file(s) to load first")
     tools.add_model_options(s1)
@@ -85,6 +89,16 @@ def _model(args, tools):
     return base_with_parts(args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path)
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixel sizes like 224 or 224,336,448, got {text!r}") from None
+    if not sizes or min(sizes) < 32:
+        raise argparse.ArgumentTypeError(f"image sizes must be >= 32 px, got {text!r}")
+    return sizes
+
+
 def _split_names(text):
     return [c.strip() for c in text.split(",") if c.strip()] if text else []
 
@@ -95,8 +109,10 @@ def stage1_data(args, tools):
         if spec == "synthetic":
             from ..data.normals import categories, make_samples
 
+            if not 0.0 <= args.grey <= 1.0:
+                raise tools.UsageError(f"--grey must be a fraction in [0, 1], got {args.grey}")
             return make_samples(categories(split), args.n_normal, args.n_anomalous, args.seed + (split == "val"),
-                                size=args.image_size)
+                                size=args.image_size, grey=args.grey)
         if not Path(spec).is_dir():
             raise tools.UsageError(f"--data {spec}: not 'synthetic' and not a folder")
         from ..data.loaders import load_folder

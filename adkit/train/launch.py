@@ -45,6 +45,7 @@ class Stage1Config:
     save_steps: int | None = field(default=None, metadata={"type": int})  # also checkpoint every N steps
     resume_from: str | None = field(default=None, metadata={"type": str})  # checkpoint dir or "latest"
     progress: bool = True
+    prior_lr_scale: float = 100.0  # the prior's four O(1) gains/biases learn at lr × this (prior variant)
 
     def launch_command(self, nproc: int = 8, nnodes: int = 1, launcher: str = "torchrun", **args) -> str:
         """The exact multi-process command for this config, e.g. ``nproc=8, preset="paper-0.5b",

@@ -107,6 +107,38 @@ def validate(model, samples, cache=None, device=None, batch_size: int = 16) -> d
     return {"val_auroc": macro(per), **{f"auroc/{k}": v for k, v in per.items()}}
 
 
+@torch.no_grad()
+def prior_statistics(model, samples, cache=None, device=None, batch_size: int = 16) -> None:
+    """Set the self-similarity prior's standardisation (patch distances and image statistics of
+    the training images) before stage 1; nothing to do for the official expert."""
+    prior = model.expert.prior
+    if prior is None:
+        return
+    from ..expert import split_index
+
+    dists, stats = [], []
+    for i in range(0, len(samples), batch_size):
+        _, levels, split = expert_inputs(model, samples[i:i + batch_size], cache, device)
+        d = prior.distances(levels, split)  # [N, P]
+        _, image_index = split_index(split, device=d.device)
+        dists.append(d.flatten().cpu())
+        stats.append(prior.image_statistic(d, image_index, len(split)).cpu())
+    prior.set_statistics(torch.cat(dists), torch.cat(stats))
+
+
+def optimizer_groups(model, config: Stage1Config) -> list[dict]:
+    """AdamW groups: the expert at ``lr``; the prior's gains and biases at ``lr × prior_lr_scale``
+    (O(1) scalars that would barely move at the expert's learning rate)."""
+    prior = model.expert.prior
+    scalars = [] if prior is None else [p for p in prior.parameters() if p.requires_grad]
+    ids = {id(p) for p in scalars}
+    rest = [p for p in model.expert.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": rest}]
+    if scalars:
+        groups.append({"params": scalars, "lr": config.lr * config.prior_lr_scale, "weight_decay": 0.0})
+    return groups
+
+
 def freeze_for_stage1(model) -> list[torch.nn.Parameter]:
     """requires_grad only on the expert; returns its parameters."""
     for p in model.parameters():
@@ -188,7 +220,7 @@ def train_stage1(model, train_samples: Sequence[AnomalySample], val_samples: Seq
         raise DataError(f"stage 1 has {len(train_samples)} training images, fewer than one global batch ({G}); "
                         "lower batch_size")
     weights = class_weights([s.label for s in train_samples])
-    params = freeze_for_stage1(model)
+    freeze_for_stage1(model)
     tower, expert = hf.vision_tower(model.mllm), model.expert
     home = next(tower.parameters()).device, next(expert.parameters()).device
     tower.to(device).eval()
@@ -202,8 +234,10 @@ def train_stage1(model, train_samples: Sequence[AnomalySample], val_samples: Seq
         acc.wait_for_everyone()
         cache.refresh()
 
+    if not config.resume_from:  # a resumed run restores the statistics with the weights
+        prior_statistics(model, train_samples, cache, device, micro)
     ddp = acc.prepare_model(expert)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     t0 = max(1, int(steps_per_epoch * config.restart_fraction))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=t0)
     log = TrainLog(out_dir, enabled=acc.is_main_process)

@@ -31,7 +31,11 @@ def save_trained_parts(model, path, names: Sequence[str] | None = None, lora: di
 
     params = dict(model.named_parameters())
     names = [n for n, p in params.items() if p.requires_grad] if names is None else list(names)
-    source = state_dict if state_dict is not None else {n: params[n] for n in names}
+    state = model.state_dict()
+    # a part travels whole: its persistent buffers too (e.g. the expert prior's statistics)
+    parts = [pre for pre in _PART_PREFIXES.values() if any(n.startswith(pre) for n in names)]
+    names += [k for k in state if k not in params and k not in names and any(k.startswith(pre) for pre in parts)]
+    source = state_dict if state_dict is not None else state
     tensors = {n: source[n].detach().cpu().contiguous() for n in names}
     meta = {"format": "adkit-parts", "preset": str(model.config.name)}
     if lora is not None:
@@ -82,6 +86,13 @@ def load_trained_parts(model, path, merge_lora: bool = True):
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in tensors.items() if v.shape != own[k].shape]
     if wrong:
         raise CheckpointError(f"{path}: shape mismatch: {'; '.join(wrong[:5])}")
+    for part, prefix in _PART_PREFIXES.items():  # a part in the file must be whole: nothing stays random
+        if any(k.startswith(prefix) for k in tensors):
+            missing = sorted(k for k in own if k.startswith(prefix) and k not in tensors)
+            if missing:
+                raise CheckpointError(f"{path} holds the {part} but not all of it (made for another configuration? "
+                                      f"e.g. an expert without the self-similarity prior): missing keys "
+                                      f"({len(missing)}): {', '.join(missing[:10])}")
     model.load_state_dict(tensors, strict=False)
     if merge_lora and lora is not None:  # the model already had peft layers: merge them
         merge_lora_into_base(model)
@@ -100,9 +111,12 @@ def merge_lora_into_base(model) -> None:
             setattr(model.get_submodule(parent), child, module.get_base_layer())
 
 
+_PART_PREFIXES = {"expert": "expert.", "projector": "mllm.model.multi_modal_projector.",
+                  "image_newline": "mllm.model.image_newline"}
+
+
 def _part_in(part: str, tensors: dict) -> bool:
-    prefix = {"expert": "expert.", "projector": "mllm.model.multi_modal_projector.",
-              "image_newline": "mllm.model.image_newline"}.get(part)
+    prefix = _PART_PREFIXES.get(part)
     return prefix is not None and any(k.startswith(prefix) for k in tensors)
 
 

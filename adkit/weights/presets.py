@@ -61,6 +61,7 @@ UNTRAINED = ("expert", "projector", "image_newline")
 
 SMALL_WEIGHTS = Path(__file__).resolve().parent / "small"  # shipped trained parts (MODEL_CARD.md)
 SMALL_FILES = ("expert.safetensors", "trained.safetensors")  # stage 1, then stage 2
+SMALL_CALIBRATION = SMALL_WEIGHTS / "calibration.json"  # verdict thresholds chosen on the val categories
 
 
 def shipped_small_weights() -> list[Path]:
@@ -96,6 +97,10 @@ def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, trained: bool
     model.untrained = UNTRAINED
     for path in shipped_small_weights() if trained else []:
         load_trained_parts(model, path)
+    if trained and SMALL_CALIBRATION.is_file():
+        from ..calibration import Calibration
+
+        model.calibration = Calibration.load(SMALL_CALIBRATION)
     if model.untrained:
         warnings.warn(
             "preset 'small': the DINOv2 tower and SmolLM2 LLM are real pretrained weights, but the "
