@@ -37,7 +37,7 @@ def test_zero_shot_report(zs, tmp_path):
     assert [r["id"] for r in rows] == zs.ids and float(rows[3]["score"]) == pytest.approx(zs.scores[3])
     md = files["markdown"].read_text()
     assert "| Anomaly-OV expert | 94.0 | 91.1 | 72.0 | 83.0 |" in md  # the paper's Table 2 ...
-    assert f"| adkit tiny |  |  |  | {100 * zs.image_auroc_macro:.1f} |" in md  # ... with our ELPV figure
+    assert f"| {zs.label} |  |  |  | {100 * zs.image_auroc_macro:.1f} |" in md  # ... with our ELPV figure
     assert "macro over classes" in md and "untrained" in md and "![ROC curves](roc.png)" in md
     per_class = list(csv.DictReader(open(files["per_class"])))
     assert {r["class"] for r in per_class} == {"a", "b"}

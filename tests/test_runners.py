@@ -181,8 +181,8 @@ def test_cli_zero_shot_folder(folder_tree, tmp_path, capsys):
                      "--out", str(out), "--no-progress"])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "| Anomaly-OV expert | 94.0 | 91.1 |" in text and "| adkit tiny |" in text
-    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    assert "| Anomaly-OV expert | 94.0 | 91.1 |" in text and "| adkit tiny · expert (" in text
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny · expert ("))
     assert row.rstrip().endswith("|") and "widget" in text  # the folder's own column
     scores = (out / "scores.csv").read_text().splitlines()
     assert len(scores) == 1 + 6 and (out / "report.md").stat().st_size > 0
@@ -191,13 +191,74 @@ def test_cli_zero_shot_folder(folder_tree, tmp_path, capsys):
 
 
 def test_cli_zero_shot_elpv_limit(capsys):
-    code = cli.main(["eval", "zero-shot", "--dataset", "elpv", "--limit", "8", "--preset", "tiny", "--no-progress"])
+    """ELPV under both labelling rules from one run: "clear" (p = 0 vs 1) fills the paper's column."""
+    code = cli.main(["eval", "zero-shot", "--dataset", "elpv", "--limit", "12", "--preset", "tiny", "--no-progress"])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "zero-shot ELPV: 8 images" in text
-    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4] != "" and all(c == "" for i, c in enumerate(cells[1:], 1) if i != 4)  # only ELPV filled
+    assert "zero-shot ELPV (graded): 12 images" in text and "zero-shot ELPV (clear):" in text
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny · expert ("))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["ELPV"] != "" and cells["ELPV (graded)"] != ""
+    assert all(cells[d] == "" for d in ("MVTec AD", "VisA", "AITEX", "BTAD", "avg"))
+    assert "ELPV (clear): defect probability 0 vs 1" in text
+
+
+def test_zero_shot_methods_and_elpv_protocols(tiny):
+    """Every method gets its own row; the clear protocol is the graded run restricted to p in {0, 1}."""
+    from adkit.data.loaders import load_elpv
+    from adkit.eval.paper import compare_zero_shot
+
+    samples = load_elpv(limit=16, seed=2)
+    probs = np.array([s.meta["probability"] for s in samples])
+    assert set(probs) - {0.0, 1.0}, "the subset should hold graded cells too"
+    results = []
+    for method in ("expert", "mutual"):
+        graded = zero_shot(tiny, samples, batch_size=5, progress=False, dataset="ELPV (graded)", method=method,
+                           group=lambda s: s.meta["type"], mutual_batch=6)
+        clear = graded.restrict(np.isin(probs, (0.0, 1.0)), "ELPV (clear)")
+        assert clear.n == int(np.isin(probs, (0.0, 1.0)).sum())
+        assert clear.image_auroc_macro == pytest.approx(metrics.auroc(clear.labels, clear.scores))
+        results += [clear, graded]
+    table = compare_zero_shot(results)
+    rows = [m for m in table.models if m.startswith("adkit tiny")]
+    assert rows == ["adkit tiny · expert (inductive, trained (stage 1))",
+                    "adkit tiny · mutual (transductive, training-free)"]
+    assert table.row(rows[1])["ELPV"] == round(100 * results[2].image_auroc_macro, 1)
+    assert any("transductive rows" in n for n in table.notes)
+    clear_only = load_elpv(limit=10, protocol="clear")
+    assert len(clear_only) == 10 and {s.meta["probability"] for s in clear_only} <= {0.0, 1.0}
+    assert {s.label for s in clear_only} == {0, 1}
+    with pytest.raises(DataError, match="unknown ELPV protocol"):
+        load_elpv(limit=2, protocol="strict")
+
+
+def test_mutual_batches_split_groups_without_a_lone_image(tiny, samples):
+    """Groups split into near-equal batches (never a lone image: it has nothing to compare with);
+    each image is scored once; labels play no part."""
+    from adkit.eval.runners import _batches
+
+    cats = [s.category for s in samples]
+    batches = _batches(samples, cats, "mutual", 8, None, 4, seed=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(samples)))
+    assert all(len({cats[i] for i in b}) == 1 and 2 <= len(b) <= 4 for b in batches)
+    flipped = [AnomalySample(s.image, 1 - s.label, s.category, id=s.id) for s in samples]
+    a = zero_shot(tiny, [s for s in samples if s.category != "c"], progress=False, method="mutual", mutual_batch=3)
+    b = zero_shot(tiny, [s for s in flipped if s.category != "c"], progress=False, method="mutual", mutual_batch=3)
+    np.testing.assert_allclose(a.scores, b.scores)
+
+
+def test_cli_zero_shot_several_methods(folder_tree, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = cli.main(["eval", "zero-shot", "--folder", str(folder_tree), "--preset", "tiny", "--method", "expert",
+                     "self", "mutual", "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    for label in ("expert (inductive", "self (inductive, training-free)", "mutual (transductive, training-free)"):
+        assert f"| adkit tiny · {label}" in text
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 3 and (out / "widget-mutual" / "scores.csv").is_file()
+    assert "mutual (transductive" in (out / "report.md").read_text()
 
 
 def test_cli_visa_dr_with_judge(samples, tmp_path, judge_server, capsys):
@@ -243,7 +304,7 @@ def test_cli_zero_shot_heldout(capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "zero-shot held-out: 4 images" in text and "| grass |" in text
-    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny · expert ("))
     assert row.split("|")[-2].strip() != ""  # the held-out column, blank for the paper's methods
 
 
@@ -257,7 +318,7 @@ def test_cli_zero_shot_name_keeps_own_trees_out_of_the_paper_columns(tmp_path, c
     text = capsys.readouterr().out
     assert code == 0, text
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
-    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny |"))
+    row = next(line for line in text.splitlines() if line.startswith("| adkit tiny · expert ("))
     cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
     assert cells["MVTec AD"] == "" and cells["kit held-out"] != ""
 
@@ -289,3 +350,16 @@ def test_cli_model_loads_parts_and_switches_the_expert_off(tiny, tmp_path, capsy
 
     with pytest.raises(FileNotFoundError, match="trained-parts file not found: .*nope.safetensors"):
         base_with_parts("tiny", [path, tmp_path / "nope.safetensors"])
+
+
+def test_mutual_reference_curve_composes_references_from_the_labels_only(tiny):
+    from adkit.eval.runners import mutual_reference_curve
+
+    rng = np.random.default_rng(7)
+    samples = [AnomalySample(_img(rng), int(i >= 6), "g", id=f"m{i}") for i in range(12)]
+    curve = mutual_reference_curve(tiny, samples, shares=(0.0, 0.5), references=4, progress=False)
+    assert set(curve) == {0.0, 0.5} and all(0.0 <= v <= 1.0 for v in curve.values())
+    again = mutual_reference_curve(tiny, samples, shares=(0.0, 0.5), references=4, progress=False)
+    assert again == curve  # seeded
+    with pytest.raises(ValueError, match="needs 6 and 0"):  # an anomalous image has only 5 anomalous others
+        mutual_reference_curve(tiny, samples, shares=(1.0,), references=6, progress=False)

@@ -7,15 +7,29 @@ from __future__ import annotations
 
 import os
 
-_ZS_DESC = """Zero-shot detection with the anomaly expert alone (paper Table 2 protocol):
-image AUROC per class, then macro over classes; F1-max; pixel AUROC where masks exist.
-Prints a summary and the paper's Table 2 with an "adkit <preset>" row; --out writes CSV,
-markdown and figures. One source: --dataset elpv, --mvtec DIR, --visa DIR, --folder DIR
-or --heldout."""
+from ..zeroshot import METHODS
+
+_ZS_DESC = """Zero-shot detection without the LLM (paper Table 2 protocol): image AUROC per
+class, then macro over classes; F1-max; pixel AUROC where masks exist. Score with the expert
+and/or the training-free scorers (--method, several at once). Prints a summary and the paper's
+Table 2 with one "adkit <preset> · <method> (<setting>)" row per method; --out writes CSV,
+markdown and figures. One source: --dataset elpv, --mvtec DIR, --visa DIR, --folder DIR or
+--heldout.
+
+ELPV is reported under two named labelling rules: "ELPV (clear)" = defect probability 0 vs 1
+(the paper's column), "ELPV (graded)" = 0 vs any graded defect. --method mutual is
+transductive: each image is scored against the other unlabeled test images of its class (for
+ELPV: of its cell type, mono or poly) in batches of --mutual-batch."""
 
 _DR_DESC = """VisA-D&R detection (greedy Yes/No answers, accuracy/precision/recall/F1 per class
 then macro, both parser rules) and reasoning (multi-turn, the model's own answers as history;
 ROUGE-L, Sentence-BERT, and a GPT-score when --judge-url is given), next to the paper's Table 4."""
+
+
+_CAL_DESC = """Choose the verdict threshold of each method on the kit's validation categories
+(never on a test set): score them with every method, take the threshold of maximal balanced
+accuracy and fit a logistic for score averaging, write one calibration JSON. The shipped
+small weights carry one (adkit/weights/small/calibration.json); AnomalyOV.from_preset loads it."""
 
 
 def register(subparsers, tools) -> None:
@@ -35,6 +49,10 @@ def register(subparsers, tools) -> None:
     z.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate N images (seeded random subset)")
     z.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     z.add_argument("--categories", nargs="+", default=None, metavar="CAT", help="only these classes")
+    z.add_argument("--method", nargs="+", choices=METHODS, default=["expert"], metavar="METHOD",
+                   help=f"scoring method(s): {', '.join(METHODS)} (default: expert)")
+    z.add_argument("--mutual-batch", type=int, default=64, metavar="N",
+                   help="--method mutual: at most N images scored against each other (default: 64)")
     z.add_argument("--name", default=None, metavar="NAME",
                    help="the dataset's name in the tables (default: by source, e.g. 'MVTec AD' for --mvtec; "
                         "name your own MVTec-style tree so it is not filed under the paper's MVTec AD column)")
@@ -55,6 +73,20 @@ def register(subparsers, tools) -> None:
     d.add_argument("--judge-key-env", metavar="VAR", default="OPENAI_API_KEY",
                    help="environment variable holding the judge's API key (default: OPENAI_API_KEY)")
     _common(d, tools)
+    c = sub.add_parser("calibrate", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_CAL_DESC,
+                       help="choose each method's verdict threshold on the validation categories")
+    c.add_argument("--out", required=True, metavar="FILE", help="calibration JSON to write (e.g. calibration.json)")
+    c.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
+                   help=f"methods to calibrate (default: all: {', '.join(METHODS)})")
+    c.add_argument("--n-normal", type=int, default=48, help="normal images per val category (default: 48)")
+    c.add_argument("--n-anomalous", type=int, default=48, help="anomalous images per val category (default: 48)")
+    c.add_argument("--seed", type=int, default=1, help="seed of the validation images (default: 1)")
+    tools.add_model_options(c)
+    c.add_argument("--load", action="append", default=[], metavar="FILE",
+                   help="trained-parts file(s) to load into the preset first (repeatable)")
+    c.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.set_defaults(func=lambda args: cmd_calibrate(args, tools), no_expert=False, limit=None)
     z.set_defaults(func=lambda args: cmd_zero_shot(args, tools))
     d.set_defaults(func=lambda args: cmd_visa_dr(args, tools))
 
@@ -98,6 +130,8 @@ def _folder(path: str, flag: str, tools) -> str:
 
 
 def cmd_zero_shot(args, tools) -> int:
+    import numpy as np
+
     from .paper import compare_zero_shot
     from .report import markdown_table, write_report
     from .runners import load_samples, zero_shot
@@ -111,24 +145,58 @@ def cmd_zero_shot(args, tools) -> int:
         source = "mvtec" if args.mvtec else "visa" if args.visa else "folder"
         flag = f"--{source}"
         path = _folder(getattr(args, source), flag, tools)
-    name, samples = load_samples(source, path, limit=args.limit, seed=args.seed, categories=args.categories)
-    name = args.name or name
+    if args.mutual_batch < 2:
+        raise tools.UsageError(f"--mutual-batch must be >= 2, got {args.mutual_batch}")
     if args.no_expert:
         raise tools.UsageError("--no-expert: zero-shot detection is the expert's own score; use it with visa-dr")
+    name, samples = load_samples(source, path, limit=args.limit, seed=args.seed, categories=args.categories)
+    name = args.name or name
     if not samples:
         raise tools.UsageError(f"no images found for {source}" + (f" in {path}" if path else ""))
     model = _model(args, tools)
-    result = zero_shot(model, samples, batch_size=args.batch_size, progress=not args.no_progress, dataset=name)
-    print(f"zero-shot {name}: {result.n} images, adkit {result.preset}; averaging: {result.averaging}")
-    print(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
-                         [list(r.values()) for r in result.per_class_rows()]))
-    print(f"image AUROC (macro over classes) {result.image_auroc_macro:.4f}; F1-max (macro) {result.f1_max_macro:.4f}"
-          + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}"))
-    print()
-    print(compare_zero_shot(result).to_markdown())
+    elpv = source == "elpv"
+    group = (lambda s: s.meta["type"]) if elpv else None  # MuSc batches per category: ELPV per cell type
+    results = []
+    for method in dict.fromkeys(args.method):
+        result = zero_shot(model, samples, batch_size=args.batch_size, progress=not args.no_progress,
+                           dataset=f"{name} (graded)" if elpv else name, method=method, group=group,
+                           mutual_batch=args.mutual_batch, seed=args.seed)
+        if elpv:  # both labelling rules from the same scores; "clear" first, it is the paper's column
+            clear = np.array([s.meta["probability"] in (0.0, 1.0) for s in samples])
+            results.append(result.restrict(clear, f"{name} (clear)"))
+        results.append(result)
+    for result in results:
+        print(f"zero-shot {result.dataset}: {result.n} images ({int(result.labels.sum())} anomalous), {result.label}; "
+              f"averaging: {result.averaging}")
+        print(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
+                             [list(r.values()) for r in result.per_class_rows()]))
+        print(f"image AUROC (macro over classes) {result.image_auroc_macro:.4f}; F1-max (macro) "
+              f"{result.f1_max_macro:.4f}"
+              + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}"))
+        print()
+    table = compare_zero_shot(results)
+    print(table.to_markdown())
+    print("\n".join(f"- {n}" for n in table.notes))
     if args.out:
-        files = write_report(result, args.out)
+        files = write_report(results if len(results) > 1 else results[0], args.out)
         print(f"\nreport: {files['markdown']}")
+    return 0
+
+
+def cmd_calibrate(args, tools) -> int:
+    from .calibrate import calibrate, validation_samples
+
+    if min(args.n_normal, args.n_anomalous) < 1 or args.batch_size < 1:
+        raise tools.UsageError("--n-normal, --n-anomalous and --batch-size must be >= 1")
+    if os.path.isdir(args.out):
+        raise tools.UsageError(f"--out {args.out}: is a folder; give a file name")
+    samples = validation_samples(args.n_normal, args.n_anomalous, args.seed)
+    model = _model(args, tools)
+    cal = calibrate(model, samples, args.method, batch_size=args.batch_size, progress=not args.no_progress)
+    path = cal.save(args.out)
+    for name, m in cal.methods.items():
+        print(f"{name:12s} threshold {m.threshold:.4f}  logistic centre {m.centre:.4f} scale {m.scale:.4f}")
+    print(f"{cal.source}\n→ {path}")
     return 0
 
 

@@ -36,6 +36,9 @@ EXPERT_VISA_DR_DETECTION = {"acc": 0.78, "F1": 0.77}
 
 _ALIASES = {name.casefold().replace(" ", "").replace("-", "").replace("_", ""): name for name in ZERO_SHOT_DATASETS}
 _ALIASES["mvtec"] = "MVTec AD"
+# ELPV under the kit's "clear" protocol (p = 0 vs p = 1) fills the paper's column; the "graded"
+# protocol (p = 0 vs p > 0) is reported beside it as its own column (adkit.data.elpv.PROTOCOLS)
+_ALIASES["elpv(clear)"] = "ELPV"
 
 
 def paper_dataset_name(name: str) -> str | None:
@@ -143,27 +146,37 @@ def _as_list(results) -> list:
 
 
 def compare_zero_shot(results: Any, label: str | None = None) -> PaperTable:
-    """Table 2 plus a row ``label`` (default ``"adkit <preset>"``) with the kit's macro AUROC (%).
+    """Table 2 plus one row per scoring method with the kit's macro AUROC (%).
 
-    ``results``: a `ZeroShotResult`, a list of them, or a mapping {dataset: AUROC in [0, 1]}.
-    Datasets named like a Table 2 column fill that column; others become extra columns
-    (blank for the paper's rows). "avg" is filled only when all nine datasets were evaluated.
+    ``results``: a `ZeroShotResult`, a list of them (one row per method, labelled
+    ``"adkit <preset> · <method> (<setting>)"``), or a mapping {dataset: AUROC in [0, 1]} (one row
+    ``label``). Datasets named like a Table 2 column fill that column; others become extra
+    columns (blank for the paper's rows). "avg" is filled only when all nine were evaluated.
     """
     if isinstance(results, Mapping):
-        pairs = [(k, float(v)) for k, v in results.items()]
-        preset = None
+        rows = {label or "adkit model": [(k, float(v)) for k, v in results.items()]}
     else:
+        rows = {}
         items = _as_list(results)
-        pairs = [(r.dataset, float(r.image_auroc_macro)) for r in items]
-        preset = items[0].preset if items else None
-    values: dict[str, Any] = {}
-    for name, value in pairs:
-        values[paper_dataset_name(name) or name] = round(100.0 * value, 1)
-    if all(d in values for d in ZERO_SHOT_DATASETS):
-        values["avg"] = round(sum(values[d] for d in ZERO_SHOT_DATASETS) / len(ZERO_SHOT_DATASETS), 1)
-    label = label or f"adkit {preset or 'model'}"
-    return zero_shot_table().with_row(label, values, note=f"{label}: image AUROC (%) of the kit's expert, "
-                                                          "macro over classes; blank = not evaluated")
+        one_method = len({getattr(x, "method", "expert") for x in items}) == 1
+        for r in items:
+            name = label if label and one_method else getattr(r, "label", None) or f"adkit {r.preset}"
+            rows.setdefault(name, []).append((r.dataset, float(r.image_auroc_macro)))
+    table = zero_shot_table()
+    for name, pairs in rows.items():
+        values: dict[str, Any] = {}
+        for dataset, value in pairs:
+            values[paper_dataset_name(dataset) or dataset] = round(100.0 * value, 1)
+        if all(d in values for d in ZERO_SHOT_DATASETS):
+            values["avg"] = round(sum(values[d] for d in ZERO_SHOT_DATASETS) / len(ZERO_SHOT_DATASETS), 1)
+        table = table.with_row(name, values, note=f"{name}: image AUROC (%), macro over classes; blank = not evaluated")
+    if any("ELPV" in str(d) for pairs in rows.values() for d, _ in pairs):
+        table.notes.append("ELPV (clear): defect probability 0 vs 1, filed under the paper's ELPV column; "
+                           "ELPV (graded): 0 vs any graded defect (1/3, 2/3, 1)")
+    if any("transductive" in name for name in rows):
+        table.notes.append("transductive rows score each test image against the other unlabeled test images "
+                           "(no labels); the paper's rows are inductive")
+    return table
 
 
 def compare_visa_dr(detection: Any = None, reasoning: Any = None, label: str | None = None) -> PaperTable:

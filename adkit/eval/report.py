@@ -107,8 +107,8 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     files["per_class_fig"] = _bars(names, [r.image_auroc[c] for c in names], f"image AUROC per class, {r.dataset}",
                                    "AUROC", out / "per_class.png", ref=0.5)
 
-    lines = [f"# Zero-shot detection: {r.dataset} (adkit {r.preset})", "",
-             f"Expert only (`model.detect`), {r.n} images ({int(r.labels.sum())} anomalous), "
+    lines = [f"# Zero-shot detection: {r.dataset} ({r.label})", "",
+             f"`model.detect(method={r.method!r})`, {r.n} images ({int(r.labels.sum())} anomalous), "
              f"{len(set(r.categories))} class(es). Averaging: {r.averaging}.", "",
              markdown_table(["metric", "value"], [
                  ["image AUROC (macro over classes)", r.image_auroc_macro],
@@ -225,6 +225,8 @@ def write_report(result, out_dir) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(result, ZeroShotResult):
         return _zero_shot(result, out)
+    if isinstance(result, (list, tuple)) and result and all(isinstance(r, ZeroShotResult) for r in result):
+        return _zero_shot_runs(list(result), out)
     if isinstance(result, (DetectionResult, ReasoningResult)):
         files, text = (_detection if isinstance(result, DetectionResult) else _reasoning)(result, out)
         files["markdown"] = out / "report.md"
@@ -250,5 +252,33 @@ def write_report(result, out_dir) -> dict[str, Path]:
         files["markdown"] = out / "report.md"
         files["markdown"].write_text("\n".join(parts), encoding="utf-8")
         return files
-    raise TypeError(f"write_report: no report for {type(result).__name__}; expected ZeroShotResult, "
-                    "DetectionResult, ReasoningResult or VisaDRResult")
+    raise TypeError(f"write_report: no report for {type(result).__name__}; expected ZeroShotResult (or a "
+                    "list of them), DetectionResult, ReasoningResult or VisaDRResult")
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-").replace("--", "-")
+
+
+def _zero_shot_runs(results: list[ZeroShotResult], out: Path) -> dict[str, Path]:
+    """Several methods / protocols: one sub-report each, and their rows beside Table 2."""
+    files: dict[str, Path] = {}
+    rows = []
+    for r in results:
+        sub = out / _slug(f"{r.dataset}-{r.method}")
+        sub.mkdir(exist_ok=True)
+        files.update({f"{sub.name}/{k}": v for k, v in _zero_shot(r, sub).items()})
+        rows.append([r.dataset, r.method, r.label.split(" · ", 1)[1], r.n, int(r.labels.sum()), r.image_auroc_macro,
+                     r.pooled_auroc, r.f1_max_macro, r.pixel_auroc_macro, f"[report]({sub.name}/report.md)"])
+    header = ["dataset", "method", "setting", "n", "anomalous", "image AUROC (macro)", "pooled", "F1-max", "pixel AUROC",
+              "details"]
+    files["summary"] = _csv(out / "summary.csv", header[:-1], [row[:-1] for row in rows])
+    table = paper.compare_zero_shot(results)
+    files["paper_table"] = out / "paper_table2.csv"
+    files["paper_table"].write_text(table.to_csv(), encoding="utf-8")
+    lines = [f"# Zero-shot detection (adkit {results[0].preset})", "", f"Averaging: {results[0].averaging}.", "",
+             markdown_table(header, rows), "", "## Against the paper (Table 2, image AUROC %)", "", table.to_markdown(),
+             "", *[f"- {n}" for n in table.notes], f"- source: {table.source}", ""]
+    files["markdown"] = out / "report.md"
+    files["markdown"].write_text("\n".join(lines), encoding="utf-8")
+    return files

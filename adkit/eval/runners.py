@@ -24,7 +24,7 @@ from . import metrics
 
 __all__ = [
     "AVERAGING", "SOURCES", "ZeroShotResult", "DetectionResult", "ReasoningResult", "VisaDRResult",
-    "zero_shot", "visa_dr_detection", "detection_summary", "visa_dr_reasoning", "generate_answers", "load_samples",
+    "zero_shot", "score_result", "mutual_reference_curve", "visa_dr_detection", "detection_summary", "visa_dr_reasoning", "generate_answers", "load_samples",
     "load_benchmark", "turn_kind",
 ]
 
@@ -82,6 +82,22 @@ class ZeroShotResult:
     skipped: dict[str, str] = field(default_factory=dict)  # class → why it has no image AUROC
     averaging: str = AVERAGING
     untrained: tuple = ()  # the model's parts without trained weights (model.untrained) when it ran
+    method: str = "expert"  # the detection method (adkit.zeroshot.METHODS)
+
+    @property
+    def label(self) -> str:
+        """The row label: ``"adkit small · mutual (transductive, training-free)"``."""
+        from ..zeroshot import method_label
+
+        return f"adkit {self.preset} · {method_label(self.method)}"
+
+    def restrict(self, keep, dataset: str) -> "ZeroShotResult":
+        """The same scores on the samples where ``keep`` [N] is True, as a result named ``dataset``
+        (e.g. ELPV's "clear" protocol from a "graded" run; pixel metrics are not carried over)."""
+        keep = np.asarray(keep, dtype=bool)
+        return score_result(dataset, self.preset, [i for i, k in zip(self.ids, keep) if k],
+                            [c for c, k in zip(self.categories, keep) if k], self.labels[keep], self.scores[keep],
+                            method=self.method, untrained=self.untrained)
 
     @property
     def n(self) -> int:
@@ -117,20 +133,27 @@ def _pixel_pair(s, det, pixel_size: int):
 
 
 def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = True, dataset: str = "custom",
-              pixel_size: int = 224) -> ZeroShotResult:
-    """Score ``samples`` with the expert alone (`model.detect`, ``batch_size`` images per call).
+              pixel_size: int = 224, method: str = "expert", group=None, mutual_batch: int = 64,
+              seed: int = 0) -> ZeroShotResult:
+    """Score ``samples`` with ``model.detect(method=...)`` (``batch_size`` images per call).
 
     Image AUROC and F1-max per class, then macro over classes (paper Table 2). Pixel AUROC
     per class where any sample of the class has a mask (normal images count as all-normal,
     anomalous images without a mask are left out), with maps and masks resized to at most
     ``pixel_size`` px on the long side. A class with only one label is skipped (reason kept
     in ``skipped``); if no class remains, a ValueError says so.
+
+    ``method="mutual"`` is transductive: images are scored against the other unlabeled images
+    of their *group* (``group(sample)``; default: the class, as MuSc batches per category),
+    split into seeded random batches of at most ``mutual_batch`` images. Labels are never used.
     """
     samples = list(samples)
     if not samples:
         raise ValueError("zero_shot: no samples to evaluate")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if mutual_batch < 2:
+        raise ValueError(f"mutual_batch must be >= 2 (each image is scored against the others), got {mutual_batch}")
     labels = np.array([int(s.label) for s in samples])
     bad = np.flatnonzero(~np.isin(labels, (0, 1)))
     if bad.size:
@@ -139,24 +162,54 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
     mask_classes = {c for s, c in zip(samples, cats) if getattr(s, "mask", None) is not None}
     scores = np.empty(len(samples))
     pix: dict[str, tuple[list, list]] = {c: ([], []) for c in mask_classes}
-    bar = _progress(len(samples), f"zero-shot {dataset}", progress)
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        images = [_image(s, start + k) for k, s in enumerate(chunk)]
-        dets = model.detect(images)
-        for k, (s, det) in enumerate(zip(chunk, dets)):
-            scores[start + k] = float(det.score)
-            if cats[start + k] in mask_classes:
+    bar = _progress(len(samples), f"zero-shot {dataset} ({method})", progress)
+    for idx in _batches(samples, cats, method, batch_size, group, mutual_batch, seed):
+        chunk = [samples[i] for i in idx]
+        images = [_image(s, i) for i, s in zip(idx, chunk)]
+        if method == "mutual" and len(images) < 2:
+            raise ValueError(f"{_sample_name(chunk[0], idx[0])}: method 'mutual' needs at least 2 images per "
+                             "group (it scores each image against the others); this group has 1")
+        dets = model.detect(images, method=method)
+        for i, s, det in zip(idx, chunk, dets):
+            scores[i] = float(det.score)
+            if cats[i] in mask_classes:
                 pair = _pixel_pair(s, det, pixel_size)
                 if pair is not None:
-                    pix[cats[start + k]][0].append(pair[0])
-                    pix[cats[start + k]][1].append(pair[1])
+                    pix[cats[i]][0].append(pair[0])
+                    pix[cats[i]][1].append(pair[1])
         bar.update(len(chunk))
     bar.close()
+    pixel = {}
+    for c, (masks, maps) in sorted(pix.items()):
+        if masks and any(m.any() for m in masks) and not all(m.all() for m in masks):
+            pixel[c] = metrics.pixel_auroc(masks, maps)
+    return score_result(dataset, _preset(model), [_sample_name(s, i) for i, s in enumerate(samples)], cats, labels,
+                        scores, method=method, pixel_auroc=pixel, untrained=tuple(getattr(model, "untrained", ()) or ()))
 
-    c_arr = np.asarray(cats)
+
+def _batches(samples, cats, method, batch_size, group, mutual_batch, seed) -> list[list[int]]:
+    """Indices per ``model.detect`` call: runs of ``batch_size``; for mutual, groups split into
+    near-equal seeded random batches of at most ``mutual_batch`` (a lone leftover never occurs)."""
+    if method != "mutual":
+        return [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
+    keys = [str(group(s)) if group else c for s, c in zip(samples, cats)]
+    out = []
+    rng = np.random.default_rng(seed)
+    for key in sorted(set(keys)):
+        members = [i for i, k in enumerate(keys) if k == key]
+        order = [members[j] for j in rng.permutation(len(members))]
+        parts = -(-len(order) // mutual_batch)  # ceil
+        out += [sorted(part.tolist()) for part in np.array_split(np.array(order), parts)]
+    return out
+
+
+def score_result(dataset: str, preset: str, ids, categories, labels, scores, *, method: str = "expert",
+                 pixel_auroc: dict | None = None, untrained: tuple = ()) -> ZeroShotResult:
+    """The metrics of one run from its per-image labels and scores (per class, then macro)."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    c_arr = np.asarray(categories)
     image_auroc, f1, roc, skipped = {}, {}, {}, {}
-    for c in sorted(set(cats)):
+    for c in sorted(set(categories)):
         sel = c_arr == c
         n_pos = int(labels[sel].sum())
         if n_pos == 0 or n_pos == int(sel.sum()):
@@ -168,18 +221,54 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
     if not image_auroc:
         raise ValueError(f"zero_shot on {dataset}: no class has both normal and anomalous samples "
                          f"({'; '.join(f'{c}: {r}' for c, r in skipped.items())})")
-    pixel = {}
-    for c, (masks, maps) in sorted(pix.items()):
-        if masks and any(m.any() for m in masks) and not all(m.all() for m in masks):
-            pixel[c] = metrics.pixel_auroc(masks, maps)
+    pixel = dict(pixel_auroc or {})
     both = 0 < labels.sum() < labels.size
     return ZeroShotResult(
-        dataset=dataset, preset=_preset(model), ids=[_sample_name(s, i) for i, s in enumerate(samples)],
-        categories=cats, labels=labels, scores=scores, image_auroc=image_auroc,
-        image_auroc_macro=metrics.macro(image_auroc), f1_max=f1, f1_max_macro=metrics.macro(f1), roc=roc,
-        pooled_auroc=metrics.auroc(labels, scores) if both else None, pixel_auroc=pixel,
-        pixel_auroc_macro=metrics.macro(pixel) if pixel else None, skipped=skipped,
-        untrained=tuple(getattr(model, "untrained", ()) or ()))
+        dataset=dataset, preset=preset, ids=list(ids), categories=list(categories), labels=labels, scores=scores,
+        image_auroc=image_auroc, image_auroc_macro=metrics.macro(image_auroc), f1_max=f1, f1_max_macro=metrics.macro(f1),
+        roc=roc, pooled_auroc=metrics.auroc(labels, scores) if both else None, pixel_auroc=pixel,
+        pixel_auroc_macro=metrics.macro(pixel) if pixel else None, skipped=skipped, untrained=untrained, method=method)
+
+
+def mutual_reference_curve(model, samples: Sequence, shares: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                           references: int = 32, group=None, seed: int = 0, progress: bool = True) -> dict[float, float]:
+    """Image AUROC of ``mutual`` when a fixed share of every image's references is anomalous.
+
+    A stress test of the transductive setting: for each share s, every sample is scored against
+    ``references`` other samples of its group (``group(sample)``, default the class) drawn at
+    random with round(s · references) anomalous ones. Labels only *compose* the reference sets
+    here; the score itself never sees a label. Returns {share: AUROC over all samples, pooled}.
+    Base-view features are computed once; each score is one ``mutual_map`` row.
+    """
+    import torch
+
+    from ..zeroshot.scores import mutual_map
+
+    samples = list(samples)
+    labels = np.array([int(s.label) for s in samples])
+    keys = [str(group(s)) if group else str(s.category) for s in samples]
+    levels = model.config.mutual_levels
+    feats = model.base_view_features([_image(s, i) for i, s in enumerate(samples)], levels)
+    rng = np.random.default_rng(seed)
+    curve = {}
+    bar = _progress(len(shares) * len(samples), "mutual reference curve", progress)
+    for share in shares:
+        n_bad = int(round(share * references))
+        scores = np.empty(len(samples))
+        for i in range(len(samples)):
+            pool = [j for j in range(len(samples)) if j != i and keys[j] == keys[i]]
+            bad = [j for j in pool if labels[j] == 1]
+            good = [j for j in pool if labels[j] == 0]
+            if len(bad) < n_bad or len(good) < references - n_bad:
+                raise ValueError(f"group {keys[i]!r} has {len(bad)} anomalous and {len(good)} normal references; "
+                                 f"share {share} of {references} needs {n_bad} and {references - n_bad}")
+            refs = list(rng.choice(bad, n_bad, replace=False)) + list(rng.choice(good, references - n_bad, replace=False))
+            idx = torch.tensor([i, *refs])
+            scores[i] = float(mutual_map([feats[lv][idx] for lv in levels], num_queries=1)[0].max())
+            bar.update(1)
+        curve[float(share)] = metrics.auroc(labels, scores)
+    bar.close()
+    return curve
 
 
 def _subsample(samples: list, limit: int | None, seed: int) -> list:
