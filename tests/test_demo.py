@@ -68,6 +68,30 @@ def test_detect_matches_model_and_verdict_rule(pipe, tiny, files):
     assert f"{r.detection.grid_shape[0]}×{r.detection.grid_shape[1]} crops" in r.status
 
 
+def test_detect_methods_and_the_mutual_reference_set(pipe, tiny, files, photo):
+    """Each method scores as model.detect does; mutual compares the upload with the reference set
+    (the gallery by default, or uploaded files) and never with a copy of itself."""
+    rng = np.random.default_rng(3)
+    refs = []
+    for i in range(3):
+        path = files / f"ref{i}.png"
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+        refs.append(str(path))
+    r = H.detect(pipe, str(files / "photo.png"), method="self")
+    assert r.detection.method == "self" and r.score == pytest.approx(tiny.detect(photo, method="self")[0].score, abs=1e-6)
+    m = H.detect(pipe, str(files / "photo.png"), method="mutual", reference=refs + [str(files / "photo.png")])
+    direct = tiny.detect(photo, method="mutual", reference=[Image.open(p) for p in refs])[0]
+    assert m.score == pytest.approx(direct.score, abs=1e-6) and "3 reference image(s)" in m.status
+    with pytest.raises(H.DemoInputError, match="add reference images"):
+        H.detect(H.DemoPipeline(tiny), str(files / "photo.png"), method="mutual")  # no gallery, no uploads
+    with pytest.raises(H.DemoInputError, match="reference image: notes.txt"):
+        H.detect(pipe, str(files / "photo.png"), method="mutual", reference=[str(files / "notes.txt")])
+    with pytest.raises(H.DemoInputError, match="unknown method"):
+        H.detect(pipe, str(files / "photo.png"), method="oracle")
+    assert pipe.threshold_for("self") == tiny.calibration.threshold("self")
+    assert H.DemoPipeline(tiny, threshold=0.25).threshold_for("mutual") == 0.25
+
+
 def test_overlay_by_hand(photo):
     amap = np.linspace(0, 1, 120 * 170, dtype=np.float32).reshape(120, 170)
     import matplotlib
@@ -185,7 +209,7 @@ def test_app_binds_loopback_and_names_every_event(app, client):
     assert url.startswith("http://127.0.0.1:")
     api = client.view_api(return_format="dict", print_info=False)
     assert {"/detect", "/explain", "/verdict", "/chat", "/ask_0", "/ask_3", "/clear_chat",
-            "/load_preset"} <= set(api["named_endpoints"])
+            "/load_preset", "/method_threshold", "/detect_method"} <= set(api["named_endpoints"])
     assert not api["unnamed_endpoints"]
     with pytest.raises(ValueError, match="never creates a public share link"):
         demo.launch(share=True, prevent_thread_lock=True)
@@ -194,7 +218,7 @@ def test_app_binds_loopback_and_names_every_event(app, client):
 def test_app_detect_chat_and_bad_upload(client, tiny, photo, files):
     from gradio_client import handle_file
 
-    score, verdict, overlay, status = client.predict(handle_file(str(files / "photo.png")), 0.5, "tiny",
+    score, verdict, overlay, status = client.predict(handle_file(str(files / "photo.png")), 0.5, "tiny", "expert", None,
                                                      api_name="/detect")
     direct = tiny.detect(photo)[0].score
     assert score == pytest.approx(direct, abs=1e-4)  # the score box shows 4 decimals
@@ -213,12 +237,22 @@ def test_app_detect_chat_and_bad_upload(client, tiny, photo, files):
     assert _words(messages[3]["content"][0]["text"]) == _words(
         tiny.chat(photo, Q2, history=[(Q1, answer)], max_new_tokens=12, **GEN))
     # a bad upload: a status line, no crash; the next good request is served as before
-    score, verdict, overlay, status = client.predict(handle_file(str(files / "notes.txt")), 0.5, "tiny",
+    score, verdict, overlay, status = client.predict(handle_file(str(files / "notes.txt")), 0.5, "tiny", "expert", None,
                                                      api_name="/detect")
     assert score is None and overlay is None and "not a recognised image format" in status
-    score, *_ = client.predict(handle_file(str(files / "bomb.png")), 0.5, "tiny", api_name="/detect")
+    score, *_ = client.predict(handle_file(str(files / "bomb.png")), 0.5, "tiny", "expert", None, api_name="/detect")
     assert score is None
-    assert client.predict(handle_file(str(files / "photo.png")), 0.5, "tiny", api_name="/detect")[0] is not None
+    assert client.predict(handle_file(str(files / "photo.png")), 0.5, "tiny", "expert", None, api_name="/detect")[0] is not None
+
+
+def test_app_method_selector_and_mutual_over_http(client, tiny, photo, files):
+    """Over HTTP: the method's calibrated threshold for the slider; mutual against the gallery."""
+    from gradio_client import handle_file
+
+    assert client.predict("self", "tiny", api_name="/method_threshold") == tiny.calibration.threshold("self")
+    score, verdict, _, status = client.predict(handle_file(str(files / "photo.png")), 0.5, "tiny", "mutual", None,
+                                               api_name="/detect")
+    assert score is not None and "mutual, transductive" in status and "reference image(s)" in status
 
 
 def test_app_refuses_oversized_uploads(app, tmp_path):

@@ -39,7 +39,7 @@ def test_concurrent_clients_all_answered(served, tiny):
         out = []
         for k in range(REQUESTS):
             path = str(examples[(i + k) % len(examples)])
-            score, verdict, overlay, status = client.predict(handle_file(path), 0.5, "tiny", api_name="/detect")
+            score, verdict, overlay, status = client.predict(handle_file(path), 0.5, "tiny", "expert", None, api_name="/detect")
             out.append((path, score, status))
         return out
 

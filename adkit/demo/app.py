@@ -11,7 +11,8 @@ and the safety defaults:
 * ``launch()`` of the returned Blocks binds 127.0.0.1, never makes a share link, uses a
   theme with system fonts only (no web fonts), caps uploads at ``MAX_FILE_SIZE``;
 * a queue with a concurrency limit; ``api_name`` on every event (``/detect``, ``/explain``,
-  ``/verdict``, ``/chat``, ``/ask_0``…``/ask_3``, ``/clear_chat``, ``/load_preset``);
+  ``/verdict``, ``/chat``, ``/ask_0``…``/ask_3``, ``/clear_chat``, ``/load_preset``,
+  ``/method_threshold``, ``/detect_method``);
 * a bad upload becomes a warning and a status line, never a crash;
 * the example gallery comes from a folder (``data_samples/`` by default) or, offline and
   without one, from public-domain ``skimage.data`` photos (:func:`example_images`).
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..zeroshot import METHODS, SETTINGS
 from . import handlers as H
 
 MAX_FILE_SIZE = "20mb"
@@ -160,6 +162,8 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     if not isinstance(pipeline, H.DemoPipeline):
         pipeline = H.DemoPipeline(pipeline)
     example_files = [str(p) for p in example_images(examples)]
+    if not pipeline.reference:  # method "mutual" scores an upload against the gallery unless others are given
+        pipeline.reference = list(example_files)
     outputs = tempfile.TemporaryDirectory(prefix="adkit-demo-")  # lives as long as the app
 
     def as_file(picture):
@@ -177,11 +181,11 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     def blank(status: str):
         return None, "", None, status
 
-    def on_detect(image, threshold, preset):
+    def on_detect(image, threshold, preset, method, reference):
         if image is None:
             return blank("Upload an image, take a webcam snapshot or pick an example.")
         try:
-            r = H.detect(pipeline, image, threshold, preset)
+            r = H.detect(pipeline, image, threshold, preset, method=method, reference=reference)
         except H.DemoInputError as exc:
             gr.Warning(str(exc))
             return blank(f"⚠ {exc}")
@@ -199,11 +203,14 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     def on_threshold(score, threshold):
         return "" if score is None else H.verdict_markdown(score, threshold)
 
-    def on_preset(preset):
+    def on_preset(preset, method):
         try:
-            return H.untrained_note(pipeline.model_for(preset))
+            return H.untrained_note(pipeline.model_for(preset)), pipeline.threshold_for(method, preset)
         except (H.DemoInputError, FileNotFoundError, ValueError) as exc:
             raise gr.Error(f"preset {preset}: {exc}") from None
+
+    def on_method(method, preset):
+        return pipeline.threshold_for(method, preset)
 
     def on_chat(image, question, messages, preset):
         messages = list(messages or [])
@@ -235,8 +242,13 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
                                  label="image", elem_id="input-image", height=320)
                 if example_files:
                     gr.Examples([[p] for p in example_files], inputs=image, label="examples", examples_per_page=8)
-                threshold = gr.Slider(0, 1, value=pipeline.threshold, step=0.01, label="threshold",
-                                      info="anomalous when score ≥ threshold")
+                method = gr.Radio(list(METHODS), value="expert", label="method", elem_id="method",
+                                  info="; ".join(f"{m}: {SETTINGS[m]}" for m in METHODS))
+                reference = gr.File(file_count="multiple", file_types=["image"], label="reference images (mutual)",
+                                    elem_id="reference", height=80)
+                threshold = gr.Slider(0, 1, value=pipeline.threshold_for("expert"), step=0.001, label="threshold",
+                                      info="anomalous when score ≥ threshold; starts at the method's calibrated "
+                                           "threshold (chosen on validation data)")
                 run = gr.Button("Detect", variant="primary", elem_id="detect-button")
             with gr.Column(scale=1):
                 score = gr.Number(label="anomaly score", precision=SCORE_DECIMALS, interactive=False, elem_id="score")
@@ -261,11 +273,14 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
 
         # preprocess=False: uploads reach the handlers as file payloads (already checked by
         # Gradio to lie in its upload folder) and are decoded by adkit.images.load_image alone
-        gr.on([run.click, image.change], on_detect, [image, threshold, preset], [score, verdict, overlay, status],
-              api_name="detect", preprocess=False).then(
+        gr.on([run.click, image.change], on_detect, [image, threshold, preset, method, reference],
+              [score, verdict, overlay, status], api_name="detect", preprocess=False).then(
             on_explain, [image, preset], [crops, tokens], api_name="explain", preprocess=False)
         threshold.release(on_threshold, [score, threshold], verdict, api_name="verdict")
-        preset.change(on_preset, preset, note, api_name="load_preset")
+        preset.change(on_preset, [preset, method], [note, threshold], api_name="load_preset")
+        method.change(on_method, [method, preset], threshold, api_name="method_threshold").then(
+            on_detect, [image, threshold, preset, method, reference], [score, verdict, overlay, status],
+            api_name="detect_method", preprocess=False)
         gr.on([send.click, question.submit], on_chat, [image, question, chatbot, preset], [chatbot, question],
               api_name="chat", preprocess=False)
         for i, (button, prompt) in enumerate(zip(suggestions, H.PAPER_PROMPTS)):

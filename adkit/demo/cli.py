@@ -46,7 +46,8 @@ def register(subparsers, tools) -> None:
                    help="allow a non-loopback --host (anyone who can reach it can use the model)")
     p.add_argument("--examples", metavar="DIR", default=None,
                    help="folder of example images (default: data_samples/ if present, else skimage photos)")
-    p.add_argument("--threshold", type=float, default=0.5, help="initial threshold of the verdict (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="fixed initial threshold of the verdict, in [0, 1] (default: each method's calibrated threshold)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="longest chat answer in tokens (default: 128)")
     p.add_argument("--concurrency", type=int, default=2, help="requests processed at once (default: 2)")
     p.set_defaults(func=lambda args: cmd_demo(args, tools))
@@ -59,7 +60,7 @@ def check_args(args, tools) -> None:
                                "other machines; pass --allow-remote if that is what you want")
     if not 0 <= args.port <= 65535:
         raise tools.UsageError(f"--port must be in 0..65535, got {args.port}")
-    if not 0.0 <= args.threshold <= 1.0:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:  # NaN fails this too
         raise tools.UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.max_new_tokens < 1 or args.concurrency < 1:
         raise tools.UsageError("--max-new-tokens and --concurrency must be >= 1")

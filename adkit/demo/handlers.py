@@ -2,8 +2,10 @@
 
 What the presenter's app (:mod:`adkit.demo.app`) shows, and where it comes from:
 
-* **score / verdict** — the expert's anomaly score (paper §3.3, the sigmoid of the score MLP
-  on the global token) and ``"anomalous"`` when ``score >= threshold`` (the CLI's rule);
+* **score / verdict** — the anomaly score of the chosen method (:data:`adkit.zeroshot.METHODS`:
+  the expert, paper §3.3, or a training-free scorer; ``mutual`` scores the upload against the
+  reference images, by default the example gallery) and ``"anomalous"`` when
+  ``score >= threshold`` (the CLI's rule; the slider starts at the method's calibrated threshold);
 * **overlay** — the fused anomaly map (mean of the base-view map and the stitched crop maps,
   :meth:`AnomalyOV.detect`) blended over the photo with the ``jet`` colour map;
 * **crops / selected tokens** — the anyres canvas (:func:`adkit.viz.draw_crops`, DESIGN
@@ -56,12 +58,13 @@ class DemoPipeline:
     ``AnomalyOV.from_preset``); ``gen_kwargs`` go to every ``generate`` call.
     """
 
-    def __init__(self, model, preset: str | None = None, threshold: float = 0.5, max_new_tokens: int = 128,
+    def __init__(self, model, preset: str | None = None, threshold: float | None = None, max_new_tokens: int = 128,
                  gen_kwargs: dict | None = None, presets=None, loader: Callable | None = None,
-                 max_pixels: int = DEMO_MAX_PIXELS):
+                 max_pixels: int = DEMO_MAX_PIXELS, reference=()):
         self.preset = preset or model.config.name
         self.models = {self.preset: model}
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)  # None: each method's calibrated one
+        self.reference = list(reference)  # unlabeled images method "mutual" scores an upload against
         self.max_new_tokens = int(max_new_tokens)
         self.gen_kwargs = dict(gen_kwargs or {})
         self.presets = list(presets) if presets is not None else available_presets(self.preset)
@@ -73,6 +76,13 @@ class DemoPipeline:
     @property
     def model(self):
         return self.models[self.preset]
+
+    def threshold_for(self, method: str = "expert", preset: str | None = None) -> float:
+        """The slider's starting value: the fixed ``threshold`` if one was given, else the
+        model's calibrated threshold for ``method``."""
+        if self.threshold is not None:
+            return self.threshold
+        return float(self.model_for(preset).calibration.threshold(method))
 
     def model_for(self, preset: str | None = None):
         """The model of ``preset`` (default: the one the app was started with), loaded once."""
@@ -215,17 +225,48 @@ class DetectResult:
     @property
     def status(self) -> str:
         rows, cols = self.detection.grid_shape
-        text = f"{self.image.width}×{self.image.height} image, {rows}×{cols} crops + base view."
+        views = f"{rows}×{cols} crops + base view" if rows else "base view"
+        cal = "calibrated" if self.detection.calibrated else "uncalibrated"
+        text = (f"{self.image.width}×{self.image.height} image, {views}; method {self.detection.method} "
+                f"({cal} threshold {self.detection.threshold:.3f}).")
         return text + "".join(f" Note: {n}." for n in self.notes)
 
 
-def detect(pipeline: DemoPipeline, image, threshold: float | None = None, preset: str | None = None) -> DetectResult:
-    """Score, verdict and overlay for one upload (the expert only, no LLM run)."""
+def reference_images(pipeline: DemoPipeline, image: Image.Image, uploads=None) -> list[Image.Image]:
+    """The images ``mutual`` scores ``image`` against: ``uploads`` (files the presenter added) or
+    the pipeline's reference set (the example gallery), without any copy of ``image`` itself."""
+    sources = [upload_path(u) for u in uploads] if uploads else list(pipeline.reference)
+    refs = []
+    for src in sources:
+        try:
+            ref, _ = load_demo_image(src, pipeline.max_pixels)
+        except DemoInputError as exc:
+            raise DemoInputError(f"reference image: {exc}") from None
+        if ref.size == image.size and ref.tobytes() == image.tobytes():
+            continue  # the upload itself (e.g. an example): comparing it with itself would hide everything
+        refs.append(ref)
+    if not refs:
+        raise DemoInputError("method 'mutual' scores the image against other unlabeled images of the same kind: "
+                             "add reference images (or pick another method)")
+    return refs
+
+
+def detect(pipeline: DemoPipeline, image, threshold: float | None = None, preset: str | None = None,
+           method: str = "expert", reference=None) -> DetectResult:
+    """Score, verdict and overlay for one upload by ``method`` (no LLM run); ``reference``:
+    uploaded files for ``mutual`` (default: the pipeline's reference set)."""
+    from ..zeroshot import METHODS
+
+    if method not in METHODS:
+        raise DemoInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     img, notes = load_demo_image(image, pipeline.max_pixels)
     model = pipeline.model_for(preset)
+    refs = reference_images(pipeline, img, reference) if method == "mutual" else None
     with pipeline.lock:
-        det = model.detect(img)[0]
-    threshold = pipeline.threshold if threshold is None else float(threshold)
+        det = model.detect(img, method=method, reference=refs)[0]
+    threshold = det.threshold if threshold is None else float(threshold)
+    if refs:
+        notes.append(f"scored against {len(refs)} reference image(s) (mutual, transductive)")
     return DetectResult(score=float(det.score), verdict=verdict(det.score, threshold),
                         overlay=overlay(img, det.anomaly_map), detection=det, image=img, notes=notes)
 
