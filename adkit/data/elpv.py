@@ -20,7 +20,13 @@ def _finish(samples):
 
     return finish(samples)
 
-__all__ = ["load_elpv"]
+__all__ = ["load_elpv", "PROTOCOLS"]
+
+#: the two labelling rules the kit reports side by side (cells carry a defect probability)
+PROTOCOLS = {
+    "clear": "p = 0 vs p = 1 (cells graded 1/3 or 2/3 left out)",
+    "graded": "p = 0 vs p > 0 (every graded defect counts)",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,7 +60,7 @@ def _allocate(sizes: dict, n: int) -> dict:
 
 
 def load_elpv(limit: int | None = None, seed: int = 0, threshold: float = 0.0,
-              by_type: bool = False) -> list[AnomalySample]:
+              by_type: bool = False, protocol: str = "graded") -> list[AnomalySample]:
     """ELPV solar-cell electroluminescence images (``elpv-dataset`` package; DESIGN §6).
 
     **Test only: never train or tune on ELPV** (it is one of the paper's zero-shot benchmarks;
@@ -64,6 +70,8 @@ def load_elpv(limit: int | None = None, seed: int = 0, threshold: float = 0.0,
     each cell with a defect probability in {0, 1/3, 2/3, 1}; ``label = 1`` iff probability >
     ``threshold`` (default 0: any graded defect counts). ``category`` = ``"elpv"``, or the cell
     type ``"mono"``/``"poly"`` with ``by_type=True``; ``meta`` holds probability, type and file.
+    ``protocol="clear"`` keeps only the cells graded 0 or 1 (clear defects; the images in between
+    are left out), ``"graded"`` (default) keeps all (:data:`PROTOCOLS`).
     ``limit``: a deterministic stratified subset (``seed``): split over the labels in proportion
     (at least one of each when ``limit >= 2``), then over (probability, type) groups.
     Rows come from the package's ``labels.csv`` — the file ``elpv_dataset.utils.load_dataset()``
@@ -71,7 +79,11 @@ def load_elpv(limit: int | None = None, seed: int = 0, threshold: float = 0.0,
     """
     if not 0.0 <= threshold < 1.0:
         raise DataError(f"ELPV threshold must lie in [0, 1), got {threshold!r}")
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown ELPV protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
     data_dir, rows = _elpv_index()
+    if protocol == "clear":
+        rows = tuple(r for r in rows if r[1] in (0.0, 1.0))
     labels = [int(prob > threshold) for _, prob, _ in rows]
     chosen = list(range(len(rows)))
     if limit is not None:

@@ -21,6 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .objects import render_object
+from .photos import PHOTO_SOURCES, photo
 from .records import AnomalySample, DataError
 from .synth import DEFECT_FAMILIES, fractal_noise, perlin_noise, synthesize
 
@@ -37,7 +38,7 @@ class Category:
     """One normal-image class: ``hint`` is the noun phrase the instruction pipeline uses."""
 
     name: str
-    kind: str  # "texture" | "object"
+    kind: str  # "texture" | "object" | "photo"
     split: str  # "train" | "val" | "test"
     source: str
     license: str
@@ -64,9 +65,21 @@ _TABLE = [  # name, kind, split, source, hint
     ("pill", "object", "test", "adkit.data.objects", "a pill"),
     ("transistor", "object", "test", "adkit.data.objects", "a transistor"),
     ("hazelnut", "object", "test", "adkit.data.objects", "a hazelnut"),
+    ("photo", "photo", "train", "adkit.data.photos: china, clock, text, cell", "a photograph"),
+    ("flowers", "photo", "val", "adkit.data.photos: flower", "a photograph of flowers"),
 ]
+def _license(source: str) -> str:
+    if source.startswith("skimage"):
+        return _CC0
+    if source.startswith("adkit.data.photos"):
+        names = source.split(": ", 1)[1].split(", ")
+        return "; ".join(f"{n}: {PHOTO_SOURCES[n][2]}" + (f", {PHOTO_SOURCES[n][3]}" if PHOTO_SOURCES[n][3] else "")
+                         for n in names)
+    return _OWN
+
+
 CATEGORIES: dict[str, Category] = {
-    n: Category(n, k, s, src, _CC0 if src.startswith("skimage") else _OWN, hint)
+    n: Category(n, k, s, src, _license(src), hint)
     for n, k, s, src, hint in _TABLE
 }
 
@@ -99,8 +112,8 @@ def categories(split: str | None = None, kind: str | None = None) -> list[str]:
     """Category names (table order), optionally only one split and/or kind."""
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if kind is not None and kind not in ("texture", "object"):
-        raise DataError(f"unknown kind {kind!r}; valid kinds: texture, object")
+    if kind is not None and kind not in ("texture", "object", "photo"):
+        raise DataError(f"unknown kind {kind!r}; valid kinds: texture, object, photo")
     return [c.name for c in CATEGORIES.values()
             if (split is None or c.split == split) and (kind is None or c.kind == kind)]
 
@@ -206,12 +219,14 @@ def normal_image(category: str, seed, size: int = 224) -> tuple[Image.Image, np.
         arr = img / 255.0
     elif cat.name in _PROCEDURAL:
         arr = _PROCEDURAL[cat.name](size, rng)
-    else:
-        full = _skimage_texture(cat.source.rsplit(".", 1)[1])
-        side = int(rng.uniform(0.45, 0.9) * min(full.shape))
+    else:  # a random square crop of a photo texture or a photograph
+        names = cat.source.split(": ", 1)[1].split(", ") if cat.kind == "photo" else []
+        full = photo(names[rng.integers(len(names))]) if names else _skimage_texture(cat.source.rsplit(".", 1)[1])
+        side = int(rng.uniform(0.45, 0.9) * min(full.shape[:2]))
         y0, x0 = rng.integers(0, full.shape[0] - side + 1), rng.integers(0, full.shape[1] - side + 1)
         crop = Image.fromarray(full[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
-        arr = np.repeat(np.asarray(crop, float)[..., None] / 255.0, 3, axis=-1)  # (H, W, 3)
+        arr = np.asarray(crop, float) / 255.0
+        arr = np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr  # (H, W, 3)
     for axis in (0, 1):  # flips
         if rng.random() < 0.5:
             arr = np.flip(arr, axis)
@@ -232,12 +247,16 @@ def _sample_seed(seed: int, category: str, *index: int) -> int:
 
 
 def make_samples(categories: str | Iterable[str], n_normal: int, n_anomalous: int, seed: int,
-                 size: int = 224, families: Sequence[str] = DEFECT_FAMILIES) -> list[AnomalySample]:
+                 size: int | Sequence[int] = 224, families: Sequence[str] = DEFECT_FAMILIES,
+                 grey: float = 0.0) -> list[AnomalySample]:
     """``n_normal`` normal + ``n_anomalous`` anomalous in-memory samples per category.
 
     Anomalous samples cycle through ``families`` in a seeded order (balanced); each sample's base
-    image is ``normal_image(category, meta["seed"], size)``, so any record can be regenerated.
-    ids are "<category>/<split>/<index:04d>" (normals first). Deterministic given ``seed``.
+    image is ``normal_image(category, meta["seed"], meta["size"])``, so any record can be
+    regenerated. ids are "<category>/<split>/<index:04d>" (normals first). Deterministic given
+    ``seed``. Domain variation, both seeded per sample: ``size`` a list → each sample's side is
+    drawn from it (scale jitter: larger images get more anyres crops); ``grey`` → that fraction
+    of the samples is turned grey after the defect is painted (``meta["grey"]``).
     """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataError(f"seed must be a non-negative int, got {seed!r}")
@@ -251,21 +270,37 @@ def make_samples(categories: str | Iterable[str], n_normal: int, n_anomalous: in
     for label, n in (("n_normal", n_normal), ("n_anomalous", n_anomalous)):
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise DataError(f"{label} must be a non-negative int, got {n!r}")
+    sizes = [size] if isinstance(size, (int, np.integer)) else list(size)
+    if not sizes:
+        raise DataError("size must be an int or a non-empty list of ints")
+    if not 0.0 <= grey <= 1.0:
+        raise DataError(f"grey must be a fraction in [0, 1], got {grey!r}")
     samples = []
     for name in names:
         cat = CATEGORIES[name]
         order = np.random.default_rng(_sample_seed(seed, name, 1)).permutation(len(families))
         for i in range(n_normal + n_anomalous):
             s = _sample_seed(seed, name, 0, i)
-            image, fg = normal_image(name, s, size)
-            meta = {"split": cat.split, "kind": cat.kind, "hint": cat.hint, "seed": s, "size": size}
+            side, to_grey = sizes[0], False
+            if len(sizes) > 1 or grey > 0:  # variation draws use their own stream: defaults stay byte-identical
+                var = np.random.default_rng([s, 2])
+                side, to_grey = int(sizes[var.integers(len(sizes))]), bool(var.random() < grey)
+            image, fg = normal_image(name, s, side)
+            meta = {"split": cat.split, "kind": cat.kind, "hint": cat.hint, "seed": s, "size": side}
+            if grey > 0:
+                meta["grey"] = to_grey
             sid = f"{name}/{cat.split}/{i:04d}"
             if i < n_normal:
-                samples.append(AnomalySample(image, 0, name, "good", np.zeros((size, size), bool),
+                samples.append(AnomalySample(_greyed(image, to_grey), 0, name, "good", np.zeros((side, side), bool),
                                              sid, "adkit-synth", meta))
                 continue
             family = families[order[(i - n_normal) % len(families)]]
             d = synthesize(image, family, np.random.default_rng([s, 1]), foreground=fg)
             meta.update(bbox=d.bbox, location=d.location, severity=d.severity, area=d.area)
-            samples.append(AnomalySample(d.image, 1, name, family, d.mask, sid, "adkit-synth", meta))
+            samples.append(AnomalySample(_greyed(d.image, to_grey), 1, name, family, d.mask, sid, "adkit-synth", meta))
     return samples
+
+
+def _greyed(image: Image.Image, grey: bool) -> Image.Image:
+    """The image in luminance only (still RGB), or unchanged."""
+    return image.convert("L").convert("RGB") if grey else image

@@ -101,6 +101,8 @@ def _write_split(out: Path, split: str, seed: int, size: int, counts: SampleCoun
     """Generate one split's categories on disk; returns the test samples with ``meta["path"]`` set."""
     written = []
     for name in categories(split):
+        if CATEGORIES[name].kind == "photo":  # crops of CC BY photos stay out of the committed samples
+            continue
         samples = make_samples(name, counts.train_good + counts.test_good, counts.test_bad, seed, size)
         written += write_tree(samples, out / split, counts.train_good)
     return written
@@ -145,7 +147,8 @@ def _versions() -> dict[str, str]:
 def _provenance(seed: int, size: int) -> str:
     rows = []
     for name, cat in CATEGORIES.items():
-        rows.append(f"| {name} | {cat.split} | {cat.kind} | {cat.source} | {cat.license} |")
+        if cat.kind != "photo":  # not in data_samples (see _write_split)
+            rows.append(f"| {name} | {cat.split} | {cat.kind} | {cat.source} | {cat.license} |")
     srcs = [f"| {key} | {info.get('package', '')} | {info.get('loader', '')} | {info.get('license', '')} |"
             for key, info in sorted(PROVENANCE.items())]
     counts = "; ".join(f"{k}: {v.train_good} train/good, {v.test_good} test/good, {v.test_bad} test defects"
