@@ -52,6 +52,10 @@ class Calibration:
     def threshold(self, method: str) -> float:
         return self.get(method).threshold
 
+    def is_calibrated(self, method: str) -> bool:
+        """True when ``method``'s threshold was chosen on validation data (not the 0.5 default)."""
+        return self.calibrated and method in self.methods
+
     def to_json(self) -> str:
         return json.dumps({"format": "adkit-calibration", "calibrated": self.calibrated, "source": self.source,
                            "methods": {k: asdict(v) for k, v in self.methods.items()}}, indent=1)

@@ -17,17 +17,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
 from . import hf
-from .anyres import fit_size
 from .assembly import assemble_block
 from .calibration import Calibration
 from .config import AnomalyOVConfig, get_preset
+from .detection import Detection, image_maps
 from .expert import AnomalyExpert, ExpertOutput
 from .images import load_image
 from .processor import AnomalyOVProcessor
@@ -46,45 +44,6 @@ class AnomalyOVOutput(ModelOutput):
 
 
 RANDOM_PARTS = ("vision_tower", "language_model", "projector", "image_newline", "expert")
-
-
-@dataclass
-class Detection:
-    """One image's anomaly score and map from the tower alone (no LLM run), by one method."""
-
-    score: float  # in [0, 1]; anomalous iff score >= threshold
-    anomaly_map: np.ndarray  # [H, W] at the input image's resolution (base and crop maps averaged)
-    base_map: np.ndarray  # [H, W] base-view map, resized
-    crop_map: np.ndarray | None  # [H, W] crop maps stitched, padding removed, resized; None: base view only
-    grid_shape: tuple[int, int]  # (rows, cols) of crops; (0, 0) when only the base view was scored
-    method: str = "expert"  # "expert" | "self" | "mutual" | "expert+self" (adkit.zeroshot.METHODS)
-    threshold: float = 0.5  # the verdict threshold of this method (model.calibration)
-    calibrated: bool = False  # threshold chosen on validation data (else the 0.5 default)
-
-    @property
-    def is_anomalous(self) -> bool:
-        return bool(self.score >= self.threshold)
-
-
-def image_maps(tile_maps: torch.Tensor, layout, size: tuple[int, int], tile_size: int):
-    """Tile maps [1 + rows·cols, g, g] of one image → (base, crop) maps [H, W] at ``size`` = (H, W).
-
-    The base view covers the whole image; the crops are stitched into their canvas, upsampled
-    to pixels, stripped of the black padding the processor added (the same ``fit_size`` box) and
-    resized to the image. With a single tile, crop is None.
-    """
-    base = F.interpolate(tile_maps[:1, None].float(), size, mode="bilinear", align_corners=False)[0, 0]
-    if tile_maps.shape[0] == 1:
-        return base, None
-    rows, cols = layout.grid_shape
-    g, s = tile_maps.shape[-1], tile_size
-    canvas = tile_maps[1:].float().view(rows, cols, g, g).permute(0, 2, 1, 3).reshape(rows * g, cols * g)  # [r, c, g, g] → [r·g, c·g]
-    canvas = F.interpolate(canvas[None, None], (rows * s, cols * s), mode="bilinear", align_corners=False)[0, 0]
-    h, w = layout.image_size
-    nh, nw = fit_size(h, w, (rows * s, cols * s))
-    top, left = (rows * s - nh) // 2, (cols * s - nw) // 2
-    crop = canvas[top:top + nh, left:left + nw]
-    return base, F.interpolate(crop[None, None], size, mode="bilinear", align_corners=False)[0, 0]
 
 
 class AnomalyOV(nn.Module):
@@ -300,7 +259,7 @@ class AnomalyOV(nn.Module):
                 score=float(score), anomaly_map=(base if crop is None else (base + crop) / 2).cpu().numpy(),
                 base_map=base.cpu().numpy(), crop_map=None if crop is None else crop.cpu().numpy(),
                 grid_shape=(0, 0) if lay is None else lay.grid_shape, method=method,
-                threshold=cal.threshold, calibrated=self.calibration.calibrated))
+                threshold=cal.threshold, calibrated=self.calibration.is_calibrated(method)))
         return results
 
     def self_similarity(self, feats: VisionFeatures, split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,7 +300,7 @@ class AnomalyOV(nn.Module):
             base, _ = image_maps(m.reshape(1, g, g), None, (img.height, img.width), self.config.geometry.tile_size)
             results.append(Detection(score=float(m.max()), anomaly_map=base.cpu().numpy(), base_map=base.cpu().numpy(),
                                      crop_map=None, grid_shape=(0, 0), method="mutual", threshold=cal.threshold,
-                                     calibrated=self.calibration.calibrated))
+                                     calibrated=self.calibration.is_calibrated("mutual")))
         return results
 
     # ------------------------------------------------------------------ weights

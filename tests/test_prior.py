@@ -137,6 +137,8 @@ def test_detections_carry_the_models_calibrated_threshold(tiny, photo):
         tiny.calibration = Calibration({"self": MethodCalibration(0.123, 0.1, 0.05)}, True, "test")
         det = tiny.detect(photo, method="self")[0]
         assert det.threshold == 0.123 and det.calibrated and det.is_anomalous == (det.score >= 0.123)
+        other = tiny.detect(photo, method="mutual", reference=[photo.rotate(90)])[0]
+        assert other.threshold == 0.5 and not other.calibrated  # no threshold chosen for mutual
     finally:
         tiny.calibration = saved
     assert not tiny.detect(photo)[0].calibrated
