@@ -33,7 +33,7 @@ def test_category_table():
     assert len(categories(kind="texture")) >= 6 and len(categories(kind="object")) >= 6
     for name, cat in CATEGORIES.items():
         assert isinstance(cat, Category) and cat.name == name
-        assert cat.kind in ("texture", "object") and cat.split in SPLITS
+        assert cat.kind in ("texture", "object", "photo") and cat.split in SPLITS
         assert cat.hint.startswith(("a ", "an ")) and cat.license and cat.source
     by_split = [set(categories(split=s)) for s in SPLITS]
     assert set().union(*by_split) == set(CATEGORIES)
@@ -45,7 +45,7 @@ def test_category_table():
     with pytest.raises(DataError, match="valid splits"):
         categories("holdout")
     with pytest.raises(DataError, match="valid kinds"):
-        categories(kind="photo")
+        categories(kind="painting")
 
 
 def test_provenance_covers_every_category():
@@ -150,3 +150,36 @@ def test_make_samples_errors():
         make_samples(["brick"], -1, 1, seed=0)
     with pytest.raises(DataError, match="seed"):
         make_samples(["brick"], 1, 1, seed=-3)
+
+
+def test_photo_categories_are_real_licensed_photos_kept_apart_from_the_check_photos():
+    from adkit.data.photos import CHECK_PHOTOS, PHOTO_SOURCES, photo
+
+    assert not set(PHOTO_SOURCES) & set(CHECK_PHOTOS)
+    for name in PHOTO_SOURCES:
+        arr = photo(name)
+        assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and min(arr.shape[:2]) >= 100
+    assert photo("china").std(axis=2).mean() > 5  # a colour photograph, not grey
+    cats = {n: CATEGORIES[n] for n in categories(kind="photo")}
+    assert {c.split for c in cats.values()} == {"train", "val"}
+    assert "CC BY 2.0" in cats["photo"].license and "danielbuechele" in cats["photo"].license
+    s = make_samples("photo", 2, 2, seed=3, size=96)
+    assert [x.label for x in s] == [0, 0, 1, 1] and s[2].mask.any()
+    with pytest.raises(DataError, match="unknown photo"):
+        photo("astronaut")
+
+
+def test_domain_variation_is_seeded_per_sample():
+    a = make_samples(["tile", "pill"], 3, 3, seed=2, size=[64, 96, 128], grey=0.5)
+    b = make_samples(["tile", "pill"], 3, 3, seed=2, size=[64, 96, 128], grey=0.5)
+    assert [x.image.tobytes() for x in a] == [x.image.tobytes() for x in b]
+    assert {x.image.width for x in a} <= {64, 96, 128} and len({x.image.width for x in a}) > 1
+    for x in a:
+        arr = np.asarray(x.image)
+        assert x.meta["size"] == arr.shape[0] == x.mask.shape[0]
+        assert x.meta["grey"] == bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    assert any(x.meta["grey"] for x in a) and not all(x.meta["grey"] for x in a)
+    plain = make_samples("tile", 1, 1, seed=2, size=64)
+    assert "grey" not in plain[0].meta  # no variation asked: the records are what they always were
+    with pytest.raises(DataError, match="grey must be a fraction"):
+        make_samples("tile", 1, 1, seed=2, grey=2)

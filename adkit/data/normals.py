@@ -105,6 +105,8 @@ PROVENANCE: dict[str, dict] = {
     "adkit.data.objects": {
         "package": "adkit", "loader": "adkit.data.objects.render_object", "license": _OWN,
         "categories": [c.name for c in CATEGORIES.values() if c.kind == "object"]},
+    **{c.source: {"package": "scikit-learn, scikit-image", "loader": "adkit.data.photos.photo", "license": c.license,
+                  "categories": [c.name]} for c in CATEGORIES.values() if c.kind == "photo"},
 }
 
 

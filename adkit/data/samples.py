@@ -150,7 +150,7 @@ def _provenance(seed: int, size: int) -> str:
         if cat.kind != "photo":  # not in data_samples (see _write_split)
             rows.append(f"| {name} | {cat.split} | {cat.kind} | {cat.source} | {cat.license} |")
     srcs = [f"| {key} | {info.get('package', '')} | {info.get('loader', '')} | {info.get('license', '')} |"
-            for key, info in sorted(PROVENANCE.items())]
+            for key, info in sorted(PROVENANCE.items()) if not key.startswith("adkit.data.photos")]
     counts = "; ".join(f"{k}: {v.train_good} train/good, {v.test_good} test/good, {v.test_bad} test defects"
                        for k, v in COUNTS.items())
     return "\n".join([
