@@ -222,7 +222,7 @@ def test_zero_shot_methods_and_elpv_protocols(tiny):
         results += [clear, graded]
     table = compare_zero_shot(results)
     rows = [m for m in table.models if m.startswith("adkit tiny")]
-    assert rows == ["adkit tiny · expert (inductive, trained (stage 1))",
+    assert rows == ["adkit tiny · expert (inductive, trained in stage 1)",
                     "adkit tiny · mutual (transductive, training-free)"]
     assert table.row(rows[1])["ELPV"] == round(100 * results[2].image_auroc_macro, 1)
     assert any("transductive rows" in n for n in table.notes)
@@ -363,3 +363,18 @@ def test_mutual_reference_curve_composes_references_from_the_labels_only(tiny):
     assert again == curve  # seeded
     with pytest.raises(ValueError, match="needs 6 and 0"):  # an anomalous image has only 5 anomalous others
         mutual_reference_curve(tiny, samples, shares=(1.0,), references=6, progress=False)
+
+
+def test_photo_check_scores_clean_and_damaged_photos(tiny, capsys):
+    from adkit.eval.runners import photo_check
+
+    r = photo_check(tiny, "self", names=["coffee", "camera", "rocket"])
+    assert r.names == ["coffee", "camera", "rocket"] and r.clean.shape == r.damaged.shape == (3,)
+    direct = tiny.detect(Image.fromarray(__import__("skimage").data.coffee()), method="self")[0].score
+    assert r.clean[0] == pytest.approx(direct)
+    assert r.raised == int((r.damaged > r.clean).sum()) and set(r.clean_flagged) <= set(r.names)
+    m = photo_check(tiny, "mutual", names=["coffee", "camera", "rocket"])
+    assert np.isfinite(m.clean).all() and np.isfinite(m.damaged).all()
+    assert cli.main(["eval", "photo-check", "--preset", "tiny", "--method", "expert"]) == 0
+    out = capsys.readouterr().out
+    assert "clean photos called anomalous" in out and "| hubble_deep_field |" in out

@@ -76,3 +76,17 @@ def test_trained_expert_detects_anomalies_on_held_out_categories(trained):
     assert result.image_auroc_macro >= 0.6, result.image_auroc
     scores = np.asarray(result.scores)
     assert scores[np.asarray(result.labels) == 1].mean() > scores[np.asarray(result.labels) == 0].mean()
+
+
+def test_shipped_calibration_covers_every_method(trained):
+    """Thresholds chosen on the val categories ship beside the weights and reach every Detection."""
+    from adkit.calibration import Calibration
+    from adkit.weights.presets import SMALL_CALIBRATION
+    from adkit.zeroshot import METHODS
+
+    cal = Calibration.load(SMALL_CALIBRATION)
+    assert cal.calibrated and set(cal.methods) == set(METHODS) and "validation images" in cal.source
+    assert all(0.0 < m.threshold < 1.0 and m.scale > 0 for m in cal.methods.values())
+    assert trained.calibration == cal
+    assert trained.expert.prior is not None  # the shipped expert is the "+ prior" variant
+    assert float(trained.expert.prior.statistics[1]) > 0  # standardised on the training images

@@ -26,6 +26,12 @@ then macro, both parser rules) and reasoning (multi-turn, the model's own answer
 ROUGE-L, Sentence-BERT, and a GPT-score when --judge-url is given), next to the paper's Table 4."""
 
 
+_PHOTO_DESC = """Score ten public-domain scikit-image photos (astronaut, camera, chelsea, coffee,
+rocket, coins, moon, hubble_deep_field, immunohistochemistry, retina; never trained or
+calibrated on) and a visibly damaged copy of each (a severe synthetic defect). A well
+calibrated detector calls the clean photos normal at its threshold and scores every damaged
+copy above its original. mutual scores each photo against the other nine."""
+
 _CAL_DESC = """Choose the verdict threshold of each method on the kit's validation categories
 (never on a test set): score them with every method, take the threshold of maximal balanced
 accuracy and fit a logistic for score averaging, write one calibration JSON. The shipped
@@ -87,6 +93,14 @@ def register(subparsers, tools) -> None:
     c.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.set_defaults(func=lambda args: cmd_calibrate(args, tools), no_expert=False, limit=None)
+    ph = sub.add_parser("photo-check", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_PHOTO_DESC,
+                        help="verdicts on ten clean everyday photos and damaged copies of them")
+    ph.add_argument("--method", nargs="+", choices=METHODS, default=["expert"], metavar="METHOD",
+                    help=f"scoring method(s): {', '.join(METHODS)} (default: expert)")
+    tools.add_model_options(ph)
+    ph.add_argument("--load", action="append", default=[], metavar="FILE",
+                    help="trained-parts file(s) to load into the preset first (repeatable)")
+    ph.set_defaults(func=lambda args: cmd_photo_check(args, tools), no_expert=False)
     z.set_defaults(func=lambda args: cmd_zero_shot(args, tools))
     d.set_defaults(func=lambda args: cmd_visa_dr(args, tools))
 
@@ -180,6 +194,21 @@ def cmd_zero_shot(args, tools) -> int:
     if args.out:
         files = write_report(results if len(results) > 1 else results[0], args.out)
         print(f"\nreport: {files['markdown']}")
+    return 0
+
+
+def cmd_photo_check(args, tools) -> int:
+    from .report import markdown_table
+    from .runners import photo_check
+
+    model = _model(args, tools)
+    for method in dict.fromkeys(args.method):
+        r = photo_check(model, method)
+        cal = "calibrated" if r.calibrated else "uncalibrated"
+        print(f"{method}: threshold {r.threshold:.3f} ({cal}); clean photos called anomalous: "
+              f"{len(r.clean_flagged)} of {len(r.names)}; damaged copies above their original: {r.raised} of {len(r.names)}")
+        print(markdown_table(["photo", "clean", "damaged", "clean flagged", "damage raises"], r.rows()))
+        print()
     return 0
 
 

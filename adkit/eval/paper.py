@@ -169,7 +169,8 @@ def compare_zero_shot(results: Any, label: str | None = None) -> PaperTable:
             values[paper_dataset_name(dataset) or dataset] = round(100.0 * value, 1)
         if all(d in values for d in ZERO_SHOT_DATASETS):
             values["avg"] = round(sum(values[d] for d in ZERO_SHOT_DATASETS) / len(ZERO_SHOT_DATASETS), 1)
-        table = table.with_row(name, values, note=f"{name}: image AUROC (%), macro over classes; blank = not evaluated")
+        table = table.with_row(name, values)
+    table.notes.append(f"{', '.join(rows)}: image AUROC (%), macro over classes; blank = not evaluated")
     if any("ELPV" in str(d) for pairs in rows.values() for d, _ in pairs):
         table.notes.append("ELPV (clear): defect probability 0 vs 1, filed under the paper's ELPV column; "
                            "ELPV (graded): 0 vs any graded defect (1/3, 2/3, 1)")

@@ -24,7 +24,7 @@ from .scores import (
 METHODS = ("expert", "self", "mutual", "expert+self")
 #: how each method may be compared: what it sees at test time
 SETTINGS = {
-    "expert": "inductive, trained (stage 1)",
+    "expert": "inductive, trained in stage 1",
     "self": "inductive, training-free",
     "mutual": "transductive, training-free",
     "expert+self": "inductive, trained + training-free",
