@@ -86,11 +86,17 @@ def test_upload_detect_chat_offline_in_chromium(url, tmp_path):
             page.locator("#input-image input[type=file]").set_input_files(str(example_images()[0]))
             page.wait_for_function("() => /threshold/.test(document.querySelector('#verdict').innerText)",
                                    timeout=60_000)  # the verdict line arrives with the score
-            score = float(page.locator("#score input").input_value())
+            shown = page.locator("#score input").input_value()
+            score = float(shown)
             assert 0.0 <= score <= 1.0
             page.wait_for_selector("#overlay img", timeout=60_000)
             assert page.locator("#overlay img").evaluate("img => img.complete && img.naturalWidth > 0")
             assert ("anomalous" if score >= 0.5 else "normal") in page.locator("#verdict").inner_text()
+            # a gallery example: its payload names the app's copy of the file, which the upload guard admits
+            page.locator("[class*=gallery] button").nth(1).click()
+            page.wait_for_function(f"() => document.querySelector('#score input').value !== '{shown}'",
+                                   timeout=60_000)
+            assert "⚠" not in _settled_text(page, "#status")
             page.get_by_role("button", name=PAPER_PROMPTS[0]).click()  # the VisA-D&R detection question
             page.wait_for_function("() => document.querySelectorAll('#chatbot .message').length >= 2 &&"
                                    " document.querySelector('#chatbot .bot') !== null", timeout=60_000)

@@ -180,3 +180,20 @@ def test_saved_expert_parts_carry_the_prior_statistics(tiny, tmp_path):
     twin = type(tiny).from_config(tiny.config.replace(expert_prior=True), seed=1)
     load_trained_parts(twin, path)
     assert torch.equal(twin.expert.prior.statistics, model.expert.prior.statistics)
+
+
+def test_prior_relative_reads_the_global_token_minus_the_image_mean():
+    from adkit.expert.ltfm import mlp2
+
+    torch.manual_seed(1)
+    tiny = get_preset("tiny")
+    config = tiny.replace(expert_prior=True, expert_dims={**tiny.expert_dims, "prior_relative": True}).expert_config()
+    expert = AnomalyExpert(config).eval()
+    final, levels = _inputs(seed=2)
+    split = [3, 4]
+    with torch.no_grad():
+        out = expert(final, levels, split)
+        mean = torch.stack([final[:3].mean((0, 1)), final[3:].mean((0, 1))])  # every patch of every tile, per image
+        prior = expert.prior(levels, split, *split_index(split)[1:], 2)
+        expected = mlp2(out.global_tokens - mean, expert.selector.score_mlp).squeeze(-1) + prior["logit"]
+        np.testing.assert_allclose(out.logits.numpy(), expected.numpy(), atol=1e-5)

@@ -35,7 +35,7 @@ PHOTO_SOURCES = {
     "text": ("scikit-image", "skimage.data.text", "public domain (skimage.data docstring)", ""),
     "cell": ("scikit-image", "skimage.data.cell", "CC0 (skimage.data docstring)", ""),
 }
-#: bundled scikit-image photos kept out of training: the calibration check (tests/test_calibration_photos.py)
+#: bundled scikit-image photos kept out of training: the calibration check (adkit eval photo-check)
 CHECK_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "moon", "hubble_deep_field",
                 "immunohistochemistry", "retina")
 

@@ -13,6 +13,8 @@ and the safety defaults:
 * a queue with a concurrency limit; ``api_name`` on every event (``/detect``, ``/explain``,
   ``/verdict``, ``/chat``, ``/ask_0``…``/ask_3``, ``/clear_chat``, ``/load_preset``,
   ``/method_threshold``, ``/detect_method``);
+* file payloads are vetted (:mod:`adkit.demo.uploads`): only files uploaded to the app and the
+  gallery's own files are read, never another path on the server;
 * a bad upload becomes a warning and a status line, never a crash;
 * the example gallery comes from a folder (``data_samples/`` by default) or, offline and
   without one, from public-domain ``skimage.data`` photos (:func:`example_images`).
@@ -29,8 +31,9 @@ from PIL import Image
 
 from ..zeroshot import METHODS, SETTINGS
 from . import handlers as H
+from .uploads import MAX_UPLOAD_MB, UploadGuard
 
-MAX_FILE_SIZE = "20mb"
+MAX_FILE_SIZE = f"{MAX_UPLOAD_MB}mb"  # Gradio's upload cap (HTTP 413 above it)
 SCORE_DECIMALS = 4  # the score box's precision
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "DejaVu Sans", "Helvetica", "Arial", "sans-serif")
 MONO_FONTS = ("ui-monospace", "DejaVu Sans Mono", "Menlo", "Consolas", "monospace")
@@ -165,6 +168,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     if not pipeline.reference:  # method "mutual" scores an upload against the gallery unless others are given
         pipeline.reference = list(example_files)
     outputs = tempfile.TemporaryDirectory(prefix="adkit-demo-")  # lives as long as the app
+    guard = UploadGuard(files=example_files)  # requests may name only uploads and the gallery's files
 
     def as_file(picture):
         """Output pictures go to Gradio as files with unique names: Gradio copies a file into its
@@ -185,6 +189,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         if image is None:
             return blank("Upload an image, take a webcam snapshot or pick an example.")
         try:
+            image, reference = guard.vet(image), guard.vet_many(reference)
             r = H.detect(pipeline, image, threshold, preset, method=method, reference=reference)
         except H.DemoInputError as exc:
             gr.Warning(str(exc))
@@ -196,7 +201,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         if image is None:
             return None, None
         try:
-            return tuple(as_file(p) for p in H.explain(pipeline, image, preset))
+            return tuple(as_file(p) for p in H.explain(pipeline, guard.vet(image), preset))
         except H.DemoInputError:  # already reported by on_detect
             return None, None
 
@@ -216,7 +221,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         messages = list(messages or [])
         question = (question or "").strip()
         try:
-            stream = H.chat_stream(pipeline, image, question, messages, preset)
+            stream = H.chat_stream(pipeline, guard.vet(image), question, messages, preset)
             turn = [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
             for answer in stream:
                 turn[1]["content"] = answer
@@ -271,8 +276,9 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
             send = gr.Button("Send", scale=1)
             clear = gr.Button("Clear chat", scale=1)
 
-        # preprocess=False: uploads reach the handlers as file payloads (already checked by
-        # Gradio to lie in its upload folder) and are decoded by adkit.images.load_image alone
+        # preprocess=False: uploads reach the events as raw file payloads, which Gradio does NOT
+        # check; `guard` admits only files in Gradio's upload folder and the gallery's own files,
+        # then adkit.images.load_image alone decodes them (adkit.demo.uploads)
         gr.on([run.click, image.change], on_detect, [image, threshold, preset, method, reference],
               [score, verdict, overlay, status], api_name="detect", preprocess=False).then(
             on_explain, [image, preset], [crops, tokens], api_name="explain", preprocess=False)
@@ -290,5 +296,6 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         image.clear(lambda: [], None, chatbot, api_name="clear_image")
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     demo.pipeline = pipeline
+    demo.guard = guard
     demo.output_dir = outputs  # cleaned up with the app object
     return demo
