@@ -25,6 +25,15 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 HINT_TEMPLATE = "with {level} suspicious features: "
 HINT_LEVELS = ("slightly", "moderately", "highly")
 HINT_THRESHOLDS = (0.3, 0.7)  # score < 0.3 → slightly, < 0.7 → moderately, else highly
+#: Decoding defaults of ``generate`` / ``chat`` / the demo / the VisA-D&R runners: greedy, stop at
+#: ``<|im_end|>``, and never loop. A small LLM tuned on a few conversations falls into loops under
+#: plain greedy decoding ("It is a feature that is not a feature of the object. It is a feature
+#: that is not a feature…"); ``no_repeat_ngram_size`` forbids any repeated 4-token sequence and a
+#: mild repetition penalty keeps it from circling around that ban. Both look at the answer only (the
+#: LLM is fed embeddings, so the question's words are not penalised). Override per call
+#: (``chat(..., no_repeat_ngram_size=0, repetition_penalty=1.0)`` is plain greedy) or per preset
+#: (``config.replace(generation={})``).
+DECODING = {"repetition_penalty": 1.1, "no_repeat_ngram_size": 4}
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class AnomalyOVConfig:
     # "Anomaly-OV + prior": the expert also reads the self-similarity of self_levels[0], which must
     # be one of feature_levels (adkit/expert/prior.py); False = the official expert
     expert_prior: bool = False
+    generation: dict = field(default_factory=lambda: dict(DECODING))  # generate()'s defaults (DECODING)
 
     def __post_init__(self):
         if not self.self_levels:

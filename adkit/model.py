@@ -15,6 +15,7 @@ transformers computes.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -175,7 +176,9 @@ class AnomalyOV(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, split_sizes=None,
                  single_view=None, labels=None, **gen_kwargs) -> torch.Tensor:
-        """New token ids [B, T] (greedy by default). Right-padded batches are left-aligned first."""
+        """New token ids [B, T]: greedy, with the preset's anti-loop defaults (``config.generation``,
+        :data:`adkit.config.DECODING`) unless ``gen_kwargs`` say otherwise. Right-padded batches
+        are left-aligned first."""
         embeds, _ = self.embed(input_ids, pixel_values, image_sizes, split_sizes, single_view)
         mask = torch.ones(input_ids.shape, dtype=torch.long) if attention_mask is None else attention_mask
         mask = mask.to(self.device)
@@ -184,10 +187,14 @@ class AnomalyOV(nn.Module):
         idx = (torch.arange(mask.shape[1], device=self.device)[None] - shift[:, None]) % mask.shape[1]  # [B, L]
         embeds = embeds.gather(1, idx[..., None].expand_as(embeds))
         mask = mask.gather(1, idx)
+        for key, value in self.config.generation.items():  # the preset's decoding defaults (config.DECODING)
+            gen_kwargs.setdefault(key, value)
         gen_kwargs.setdefault("do_sample", False)
         gen_kwargs.setdefault("eos_token_id", self.processor.im_end_id)
         gen_kwargs.setdefault("pad_token_id", self.processor.pad_token_id)
-        return self.mllm.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
+        with warnings.catch_warnings():  # on embeddings the penalties see only the answer: what DECODING means
+            warnings.filterwarnings("ignore", message=r"Passing `(repetition_penalty|no_repeat_ngram_size)` with")
+            return self.mllm.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
 
     @torch.no_grad()
     def chat(self, image, question: str, history=None, max_new_tokens: int = 128, **gen_kwargs) -> str:
