@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="adkit", formatter_class=fmt, epilog=PRESET_HELP,
                      description="Anomaly-OV from the command line: anomaly scores and maps (detect),\n"
                                  "questions about an image (chat), LLM token counts (budget).")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"adkit {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -128,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the question (default: read questions line by line from stdin)")
     _add_model_options(c)
     c.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default: 128)")
+    c.add_argument("--repetition-penalty", type=float, default=None, metavar="F",
+                   help="penalise tokens already said (> 1; 1 = off; default: the preset's, 1.1)")
+    c.add_argument("--no-repeat-ngram", type=int, default=None, metavar="N",
+                   help="never repeat an N-token sequence (0 = off; default: the preset's, 4)")
 
     b = sub.add_parser("budget", formatter_class=fmt, epilog=PRESET_HELP,
                        help="LLM tokens one H×W image costs",
@@ -240,13 +250,28 @@ def cmd_detect(args) -> int:
     return 0
 
 
+def _decoding(args) -> dict:
+    """The chat's decoding overrides from ``--repetition-penalty`` / ``--no-repeat-ngram``."""
+    gen = {}
+    if args.repetition_penalty is not None:
+        if not math.isfinite(args.repetition_penalty) or args.repetition_penalty <= 0:
+            raise UsageError(f"--repetition-penalty must be a positive number, got {args.repetition_penalty}")
+        gen["repetition_penalty"] = args.repetition_penalty
+    if args.no_repeat_ngram is not None:
+        if args.no_repeat_ngram < 0:
+            raise UsageError(f"--no-repeat-ngram must be >= 0, got {args.no_repeat_ngram}")
+        gen["no_repeat_ngram_size"] = args.no_repeat_ngram
+    return gen
+
+
 def cmd_chat(args) -> int:
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    gen = _decoding(args)
     image = _load_images([args.image])[0]
     model = _load_model(args)
     if args.question is not None:
-        print(model.chat(image, args.question, max_new_tokens=args.max_new_tokens))
+        print(model.chat(image, args.question, max_new_tokens=args.max_new_tokens, **gen))
         return 0
     history = []
     interactive = sys.stdin.isatty()
@@ -259,7 +284,7 @@ def cmd_chat(args) -> int:
         question = line.strip()
         if not question:
             continue
-        answer = model.chat(image, question, history=history, max_new_tokens=args.max_new_tokens)
+        answer = model.chat(image, question, history=history, max_new_tokens=args.max_new_tokens, **gen)
         history.append((question, answer))
         print(answer, flush=True)
     return 0
@@ -292,13 +317,16 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_warning
         try:
             return args.func(args)
-        except (UsageError, ImageLoadError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
-            print(f"adkit: error: {_one_line(exc)}", file=sys.stderr)  # ValueError: e.g. a checkpoint mismatch
-            return 2
         except KeyboardInterrupt:
             return 130
-        except Exception as exc:  # noqa: BLE001 — report, never a traceback
-            print(f"adkit: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 — one line, never a traceback (unless --debug)
+            if args.debug:
+                raise
+            if isinstance(exc, (UsageError, ImageLoadError, FileNotFoundError, IsADirectoryError, ValueError)):
+                print(f"adkit: error: {_one_line(exc)}", file=sys.stderr)  # ValueError: e.g. a checkpoint mismatch
+                return 2
+            print(f"adkit: error: {type(exc).__name__}: {_one_line(exc)} (--debug shows the traceback)",
+                  file=sys.stderr)
             return 1
 
 

@@ -161,3 +161,30 @@ def test_detect_help_explains_the_methods(capsys):
     assert cli.main(["detect", "--help"]) == 0
     text = capsys.readouterr().out
     assert "transductive, training-free" in text and "--reference" in text and "calibrated" in text
+
+
+def test_version_module_entry_and_debug(capsys):
+    from importlib import metadata
+
+    import adkit
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.strip() == f"adkit {metadata.version('adkit')}" == f"adkit {adkit.__version__}"
+    run = subprocess.run([sys.executable, "-m", "adkit", "--help"], capture_output=True, text=True, check=True)
+    assert "usage: adkit" in run.stdout and "detect" in run.stdout
+    assert cli.main(["detect", "/no/such/image.png", "--preset", "tiny"]) == 2  # one line
+    with pytest.raises(Exception, match="no such file"):  # --debug: the exception itself, with its traceback
+        cli.main(["--debug", "detect", "/no/such/image.png", "--preset", "tiny"])
+
+
+def test_help_and_import_do_not_load_torch():
+    """``import adkit`` and ``adkit --help`` (every subcommand's parser) stay light: no torch,
+    no transformers until a model is needed; the public names still resolve on first use."""
+    code = ("import sys, adkit, adkit.cli\n"
+            "assert adkit.cli.main(['--help']) == 0\n"
+            "heavy = [m for m in ('torch', 'transformers', 'gradio') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "assert adkit.AnomalyOV.__name__ == 'AnomalyOV' and 'torch' in sys.modules\n"
+            "assert 'mutual' in adkit.zeroshot.METHODS and callable(adkit.zeroshot.mutual_map)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

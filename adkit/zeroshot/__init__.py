@@ -16,10 +16,11 @@ Both are ``model.detect(images, method=...)``; the tensor algebra is in
 
 from __future__ import annotations
 
-from .scores import (
-    aggregate_neighbourhood, half_chord, interval_mean, mutual_map, neighbourhood_mask, rescore,
-    self_similarity_map, top_mean,
-)
+import importlib
+
+#: the tensor algebra, imported on first use (torch): the method names below stay cheap to import
+_SCORES = ("aggregate_neighbourhood", "half_chord", "interval_mean", "mutual_map", "neighbourhood_mask", "rescore",
+           "self_similarity_map", "top_mean")
 
 METHODS = ("expert", "self", "mutual", "expert+self")
 #: how each method may be compared: what it sees at test time
@@ -59,3 +60,9 @@ def mutual(model, images, *, reference=None, image_size: int | None = None):
     """MuSc mutual scoring over ``images`` (+ unlabeled ``reference`` images), transductive:
     ``model.detect(images, method="mutual", reference=reference)``."""
     return model.detect(images, method="mutual", reference=reference, image_size=image_size)
+
+
+def __getattr__(name: str):
+    if name in _SCORES:
+        return getattr(importlib.import_module(".scores", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
