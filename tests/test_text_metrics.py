@@ -79,3 +79,10 @@ def test_sbert_shapes_and_errors(st_model):
         sbert_similarity(["a", "b"], ["a"])
     with pytest.raises(TypeError):
         sbert_similarity(["a"], ["a"], model=3)
+
+
+def test_a_hub_name_not_on_this_machine_is_a_clear_error(tmp_path, monkeypatch):
+    """Never a download: a name missing from the local cache says how to fetch it."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty Hugging Face cache
+    with pytest.raises(FileNotFoundError, match="hf download sentence-transformers/not-a-real-model"):
+        sbert_model("sentence-transformers/not-a-real-model")

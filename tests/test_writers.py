@@ -201,7 +201,7 @@ def test_openai_writer_sends_image_as_data_url(server):
 ])
 def test_openai_writer_errors(server, mode, pattern):
     server.srv.mode = mode
-    w = OpenAIWriter(server.url, "m", timeout=0.3, name="remote")
+    w = OpenAIWriter(server.url, "m", timeout=0.3, name="remote", retries=0)  # retries: test_post_chat_completion_retries_…
     with pytest.raises(WriterError, match=pattern) as info:
         w.write("effect", HINT, None, ANOMALY)
     assert "writer remote" in str(info.value) and isinstance(info.value, RuntimeError)
@@ -214,7 +214,7 @@ def test_openai_writer_empty_and_unreachable(server):
     port = server.srv.server_address[1]
     server.__exit__()
     with pytest.raises(WriterError, match=rf"cannot reach http://127\.0\.0\.1:{port}/v1/chat/completions"):
-        OpenAIWriter(f"http://127.0.0.1:{port}", "m", timeout=2).write("effect", HINT, None, ANOMALY)
+        OpenAIWriter(f"http://127.0.0.1:{port}", "m", timeout=2, retries=0).write("effect", HINT, None, ANOMALY)
     server.__enter__()  # the fixture closes a running server
 
 
@@ -228,3 +228,24 @@ def test_post_chat_completion_error_class(server):
     with pytest.raises(MyError, match=r"^judge j: HTTP 500"):
         post_chat_completion(server.url + "/v1/chat/completions", {"model": "m", "messages": []},
                              who="judge j", error=MyError, timeout=5)
+
+
+def test_post_chat_completion_retries_rate_limits_and_server_errors(server):
+    """429 (with Retry-After) then 503, then a good reply: one answer, three requests; a client
+    error (400) is not retried; a server that keeps failing is reported with the attempts."""
+    url = server.url + "/v1/chat/completions"
+    body = {"model": "m", "messages": []}
+    server.srv.reply = "fine"
+    server.srv.script = [429, 503]
+    assert post_chat_completion(url, body, backoff=0.01) == "fine"
+    assert len(server.srv.received) == 3 and server.srv.script == []
+    server.srv.received.clear()
+    server.srv.script = [400]
+    with pytest.raises(RuntimeError, match=r"HTTP 400") as info:
+        post_chat_completion(url, body, backoff=0.01)
+    assert "attempt" not in str(info.value) and len(server.srv.received) == 1
+    server.srv.received.clear()
+    server.srv.mode = "500"
+    with pytest.raises(RuntimeError, match=r"HTTP 500 .*boom.*\(after 3 attempts\)"):
+        post_chat_completion(url, body, retries=2, backoff=0.01)
+    assert len(server.srv.received) == 3

@@ -242,8 +242,9 @@ class OpenAIWriter:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
                  send_images: bool = False, max_tokens: int = 300, temperature: float = 0.7,
-                 name: str | None = None):
+                 name: str | None = None, retries: int = 3):
         self.url, self.model, self.api_key, self.timeout = chat_url(base_url), model, api_key, timeout
+        self.retries = retries  # 429 / 5xx / timeouts are retried with backoff (adkit.http)
         self.multimodal, self.max_tokens, self.temperature = send_images, max_tokens, temperature
         self.name = name or f"openai:{model}"
 
@@ -260,7 +261,7 @@ class OpenAIWriter:
     def write(self, task: str, hint: str, image: Image.Image | None = None, context: dict | None = None) -> str:
         body = self.request_body(task, hint, image, context or {})
         text = post_chat_completion(self.url, body, api_key=self.api_key, timeout=self.timeout,
-                                    who=f"writer {self.name}", error=WriterError).strip()
+                                    who=f"writer {self.name}", error=WriterError, retries=self.retries).strip()
         if not text:
             raise WriterError(f"writer {self.name}: empty answer from {self.url} for task {task!r} ({hint})")
         return text

@@ -102,9 +102,10 @@ class OpenAIJudge:
     ``"openai:{model}"``."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
-                 max_tokens: int = 256, name: str | None = None):
+                 max_tokens: int = 256, name: str | None = None, retries: int = 3):
         self.url = chat_url(base_url)
         self.model, self.api_key, self.timeout, self.max_tokens = model, api_key, timeout, max_tokens
+        self.retries = retries  # 429 / 5xx / timeouts are retried with backoff (adkit.http)
         self.name = name or f"openai:{model}"
 
     def request_body(self, question: str, reference: str, answer: str) -> dict[str, Any]:
@@ -114,7 +115,7 @@ class OpenAIJudge:
     def complete(self, body: dict[str, Any]) -> str:
         """POST ``body``; return the first choice's message content. Raises `JudgeError`."""
         return post_chat_completion(self.url, body, api_key=self.api_key, timeout=self.timeout,
-                                    who=f"judge {self.name}", error=JudgeError)
+                                    who=f"judge {self.name}", error=JudgeError, retries=self.retries)
 
     def score(self, question: str, reference: str, answer: str) -> JudgeResult:
         raw = self.complete(self.request_body(question, reference, answer))

