@@ -128,6 +128,9 @@ class AnomalyOVConfig:
     # be one of feature_levels (adkit/expert/prior.py); False = the official expert
     expert_prior: bool = False
     generation: dict = field(default_factory=lambda: dict(DECODING))  # generate()'s defaults (DECODING)
+    # conversations (chat, stage 2): every image as one padded base view, no anyres crops — LLaVA-OV's
+    # multi-image layout; False = the paper's anyres. detect() always tiles (the expert's calibration)
+    single_view: bool = False
 
     def __post_init__(self):
         if not self.self_levels:

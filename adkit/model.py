@@ -126,14 +126,14 @@ class AnomalyOV(nn.Module):
         if split != [lay.num_tiles for lay in layouts] or sum(split) != pixel_values.shape[0]:
             raise ValueError(f"tiles per image {split} do not match the image sizes {sizes} "
                              f"({[lay.num_tiles for lay in layouts]}) / {pixel_values.shape[0]} tiles given")
-        feats = self.features(pixel_values)
+        with torch.autocast(self.device.type, enabled=False):  # tower and expert in their own dtype (fp32)
+            feats = self.features(pixel_values)
+            out = self.expert(feats.final, feats.levels, split) if self.use_expert else None
         proj = hf.projector(self.mllm)
         pdtype = next(proj.parameters()).dtype
         visual = proj(feats.final.to(pdtype)).split(split)  # I × [tiles, P, H]
         newline = hf.image_newline(self.mllm)
-        out = None
         if self.use_expert:
-            out = self.expert(feats.final, feats.levels, split)
             selected = proj(out.selected_tokens.to(pdtype)).split(split)  # I × [tiles, k², H]
             global_tokens = proj(out.global_tokens.to(pdtype))  # [I, H]
             hint_ids = torch.tensor(self.processor.hint_ids, device=self.device)  # [3, T_h]
@@ -165,13 +165,29 @@ class AnomalyOV(nn.Module):
     # ------------------------------------------------------------------ LLM side
 
     def forward(self, input_ids, attention_mask=None, labels=None, pixel_values=None, image_sizes=None,
-                split_sizes=None, single_view=None, **kwargs) -> AnomalyOVOutput:
-        """Trainer-compatible: returns ``loss`` (when ``labels`` are given) and ``logits``."""
+                split_sizes=None, single_view=None, labelled_logits_only: bool = False, **kwargs) -> AnomalyOVOutput:
+        """Trainer-compatible: returns ``loss`` (when ``labels`` are given) and ``logits``.
+
+        ``labelled_logits_only`` (training): the LM head runs only at positions whose next token is
+        a target — the same loss as transformers' (sum of token cross-entropies over
+        ``num_items_in_batch``, else their mean), without [B, L, vocab] logits; ``logits`` then
+        holds those positions only, [B, K, vocab]."""
         embeds, out = self.embed(input_ids, pixel_values, image_sizes, split_sizes, single_view)
-        res = self.mllm(inputs_embeds=embeds, attention_mask=None if attention_mask is None else attention_mask.to(self.device),
-                        labels=None if labels is None else labels.to(self.device), **kwargs)
-        return AnomalyOVOutput(loss=res.loss, logits=res.logits,
-                               anomaly_scores=None if out is None else out.scores, expert=out)
+        mask = None if attention_mask is None else attention_mask.to(self.device)
+        if labels is None or not labelled_logits_only:
+            res = self.mllm(inputs_embeds=embeds, attention_mask=mask,
+                            labels=None if labels is None else labels.to(self.device), **kwargs)
+            loss, logits = res.loss, res.logits
+        else:
+            targets = labels.to(self.device)[:, 1:]  # [B, L-1]: position t predicts token t+1
+            keep = (targets != -100).any(0).nonzero().squeeze(1)  # [K] positions with a target in some row
+            items = kwargs.pop("num_items_in_batch", None)
+            logits = self.mllm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep, **kwargs).logits  # [B, K, V]
+            kept = targets[:, keep]  # [B, K]
+            loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), kept.flatten(), ignore_index=-100,
+                                               reduction="sum")
+            loss = loss / (items.to(loss.device) if torch.is_tensor(items) else items or (kept != -100).sum())
+        return AnomalyOVOutput(loss=loss, logits=logits, anomaly_scores=None if out is None else out.scores, expert=out)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, split_sizes=None,

@@ -199,12 +199,13 @@ class AnomalyOVProcessor:
             raise ValueError(f"{len(conversations)} conversations but {len(images)} image lists")
         encoded = [self.encode(conv, add_generation_prompt) for conv in conversations]
         flat = [im for imgs in images for im in imgs]
-        flags = [len(imgs) > 1 for imgs in images for _ in imgs]  # multi-image samples: single view
+        one = self.config.single_view
+        flags = [one or len(imgs) > 1 for imgs in images for _ in imgs]  # multi-image samples: single view
         img = self.images(flat, flags) if flat else None  # each image decoded and tiled once
         sizes = [] if img is None else img.image_sizes.tolist()
         rows, k = [], 0
         for (ids, labels), imgs in zip(encoded, images):
-            layouts = [self.layout(h, w, single_view=len(imgs) > 1) for h, w in sizes[k:k + len(imgs)]]
+            layouts = [self.layout(h, w, single_view=one or len(imgs) > 1) for h, w in sizes[k:k + len(imgs)]]
             rows.append(self.expand(ids, labels, layouts))
             k += len(imgs)
         width = max(len(r[0]) for r in rows)

@@ -32,7 +32,7 @@ from adkit.data.records import AnomalySample  # noqa: E402
 from adkit.train import Stage1Config, Stage2Config  # noqa: E402
 from adkit.train.collate import Stage2Collator, count_tokens  # noqa: E402
 from adkit.train.stage1 import train_stage1  # noqa: E402
-from adkit.train.stage2 import train_stage2  # noqa: E402
+from adkit.train.stage2 import cpu_bf16, train_stage2  # noqa: E402
 
 
 def samples(n: int, size: int, seed: int = 0) -> list[AnomalySample]:
@@ -76,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="stage-1 global batch (default: 8)")
     ap.add_argument("--records", type=int, default=8, help="stage-2 records (default: 8)")
     ap.add_argument("--steps", type=int, default=4, help="stage-2 optimizer steps (default: 4)")
+    ap.add_argument("--instruct", default=None, help="stage-2 records from this LLaVA JSON (e.g. "
+                    "data_samples/instruct_train.json) instead of one-round toy records")
+    ap.add_argument("--stage2-only", action="store_true", help="skip the stage-1 timings")
     ap.add_argument("--full-llm", action="store_true", help="also time stage 2 with the whole LLM trained")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -96,6 +99,8 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="adkit-bench-"))
     cfg = dict(epochs=1, batch_size=args.batch_size, micro_batch_size=min(8, args.batch_size), progress=False)
 
+    if args.stage2_only:
+        return stage2(args, base, data, tmp)
     _, live = timed(lambda: train_stage1(copy.deepcopy(base), data, [], Stage1Config(**cfg), tmp / "live"))
     cached_cfg = Stage1Config(**cfg, feature_cache=str(tmp / "cache"))
     _, cold = timed(lambda: train_stage1(copy.deepcopy(base), data, [], cached_cfg, tmp / "cold"))
@@ -108,22 +113,45 @@ def main(argv=None) -> int:
     cache_mb = sum(p.stat().st_size for p in (tmp / "cache").rglob("*.npy")) / 2**20
     print(f"  cache on disk     {cache_mb:8.1f} MB ({cache_mb / len(data):.2f} MB per image)")
     print(f"  peak RSS so far   {rss_mb():8.0f} MB{cuda_peak(args.device)}")
+    return stage2(args, base, data, tmp)
+
+
+def stage2(args, base, data, tmp) -> int:
 
     records = [{"id": str(i), "image": s.load_image(), "conversations": [
         {"from": "human", "value": "<image>\nAre there any anomalies in this image?"},
         {"from": "gpt", "value": "Yes, there is a bright square defect." if s.label else "No, it looks normal."}]}
         for i, s in enumerate(data[:args.records])]
-    tokens = count_tokens(Stage2Collator(base.processor)(records))  # one pass over the records
+    if args.instruct:  # the kit's own multi-round conversations (images relative to the JSON's folder)
+        import json
+
+        path = Path(args.instruct)
+        records = [dict(r, image=str(path.parent / r["image"])) for r in json.loads(path.read_text())[:args.records]]
     modes = ["lora"] + (["full"] if args.full_llm else [])
-    print(f"stage 2 ({args.steps} steps, global batch 2, {tokens} tokens per {len(records)} records):")
+    # the stage-2 speed levers, each added to the previous row; the first row is the old default
+    settings = [("anyres, fp32, full logits", dict(bf16=False, labelled_logits=False)),
+                ("+ logits at targets only", dict(bf16=False)),
+                ("+ bf16 autocast" + ("" if args.device == "cuda" or cpu_bf16() else " (no native bf16: off)"), {}),
+                ("+ single view", dict(single_view=True))]
+    steps = args.steps
+    print(f"stage 2 ({steps} steps, global batch 2, {len(records)} records cycled):")
+    first = None
     for mode in modes:
-        s2 = Stage2Config(llm=mode, batch_size=2, micro_batch_size=1, max_steps=args.steps, progress=False,
-                          save_steps=10**9, warmup_ratio=0.0)
-        res, sec = timed(lambda: train_stage2(copy.deepcopy(base), records, s2, tmp / f"s2-{mode}"))
-        seen = tokens / len(records) * 2 * args.steps
-        size_mb = res.weights_path.stat().st_size / 2**20
-        print(f"  llm={mode:5s} {seen / sec:8.1f} tokens/s  {sum(res.trainable.values()):>12,} trained parameters, "
-              f"parts file {size_mb:.2f} MB, peak RSS {rss_mb():.0f} MB{cuda_peak(args.device)}")
+        for label, extra in settings:
+            s2 = Stage2Config(llm=mode, batch_size=2, micro_batch_size=1, max_steps=steps, progress=False,
+                              save_steps=10**9, warmup_ratio=0.0, **extra)
+            model = copy.deepcopy(base)
+            model.config.single_view = s2.single_view
+            tokens = count_tokens(Stage2Collator(model.processor)(records))  # one pass over the records
+            res, sec = timed(lambda: train_stage2(model, records, s2, tmp / f"s2-{mode}-{len(label)}"))
+            seen = 2 * steps
+            rate = seen / sec
+            first = first or rate
+            size_mb = res.weights_path.stat().st_size / 2**20
+            print(f"  llm={mode:5s} {label:32s} {rate:6.2f} records/s ({tokens / len(records) * rate:7.1f} tokens/s, "
+                  f"{tokens / len(records):.0f} tokens/record) → {rate / first:.2f}× the first row; "
+                  f"{sum(res.trainable.values()):,} trained, parts {size_mb:.2f} MB, peak RSS {rss_mb():.0f} MB"
+                  f"{cuda_peak(args.device)}")
     return 0
 
 

@@ -77,7 +77,9 @@ class Stage2Config:
     save_steps: int | None = field(default=None, metadata={"type": int})
     logging_steps: int = 1
     gradient_checkpointing: bool = False
-    bf16: bool = True  # applied on CUDA only
+    bf16: bool = True  # mixed precision on CUDA and on CPUs with native bf16 (avx512_bf16 / AMX)
+    single_view: bool = False  # each image as one base view, no anyres crops (recorded in the parts file)
+    labelled_logits: bool = True  # LM head only where the next token is a target (same loss, less work)
     deepspeed: str | None = field(default=None, metadata={"type": str})  # configs/deepspeed/zero2.json
     seed: int = 0
     resume_from: str | None = field(default=None, metadata={"type": str})  # checkpoint dir or "latest"

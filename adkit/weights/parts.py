@@ -40,6 +40,8 @@ def save_trained_parts(model, path, names: Sequence[str] | None = None, lora: di
     meta = {"format": "adkit-parts", "preset": str(model.config.name)}
     if lora is not None:
         meta["lora"] = json.dumps(lora)
+    if any(n.startswith(_PART_PREFIXES["projector"]) for n in names):  # stage 2: how its images were laid out
+        meta["single_view"] = json.dumps(bool(model.config.single_view))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
@@ -94,6 +96,8 @@ def load_trained_parts(model, path, merge_lora: bool = True):
                                       f"e.g. an expert without the self-similarity prior): missing keys "
                                       f"({len(missing)}): {', '.join(missing[:10])}")
     model.load_state_dict(tensors, strict=False)
+    if "single_view" in meta:  # the LLM parts expect the image layout they were trained on
+        model.config.single_view = bool(json.loads(meta["single_view"]))
     if merge_lora and lora is not None:  # the model already had peft layers: merge them
         merge_lora_into_base(model)
     model.untrained = tuple(p for p in getattr(model, "untrained", ()) if not _part_in(p, tensors))
