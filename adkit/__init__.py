@@ -16,7 +16,7 @@ _LAZY = {
     "AnomalyExpert": ".expert", "ExpertOutput": ".expert",
     "AnomalyOV": ".model", "AnomalyOVOutput": ".model", "Detection": ".model",
     "AnomalyOVProcessor": ".processor", "Calibration": ".calibration",
-    "AnomalyOVConfig": ".config", "ExpertConfig": ".config", "Geometry": ".config", "get_preset": ".config",
+    "AnomalyOVConfig": ".config", "ExpertConfig": ".config", "Geometry": ".geometry", "get_preset": ".config",
     "ImageLayout": ".anyres", "image_layout": ".anyres",
     "ImageLoadError": ".images", "load_image": ".images",
 }
@@ -53,14 +53,28 @@ class TokenBudget:
     layout: "ImageLayout"
 
 
-def token_budget(height: int, width: int, preset: str = "paper-0.5b", *, single_view: bool = False) -> TokenBudget:
-    """Token counts for one ``height × width`` image under ``preset`` (tokenizer built offline)."""
-    from .config import get_preset
-    from .processor import AnomalyOVProcessor
-    from .tokenizers import load_tokenizer
+def token_budget(height: int, width: int, preset: "str | AnomalyOVConfig" = "paper-0.5b", *,
+                 single_view: bool = False) -> TokenBudget:
+    """Token counts for one ``height × width`` image under ``preset``.
 
-    config = get_preset(preset)
-    processor = AnomalyOVProcessor(config, load_tokenizer(config.tokenizer))
-    lay = processor.layout(height, width, single_view=single_view)
+    A preset name is answered by arithmetic over its geometry and hint length
+    (:mod:`adkit.geometry`): no torch, transformers or tokenizer. An :class:`AnomalyOVConfig`
+    (e.g. a preset with a changed geometry or hint) goes through its processor and offline
+    tokenizer; the two agree on every preset (tests/test_budget.py).
+    """
+    from .anyres import image_layout
+    from .geometry import PRESET_GEOMETRY, PRESET_HINT_TOKENS
+
+    if isinstance(preset, str) and preset in PRESET_GEOMETRY:
+        lay = image_layout(height, width, PRESET_GEOMETRY[preset], single_view=single_view,
+                           hint_tokens=PRESET_HINT_TOKENS[preset])
+    else:
+        from .config import get_preset
+        from .processor import AnomalyOVProcessor
+        from .tokenizers import load_tokenizer
+
+        config = get_preset(preset)
+        processor = AnomalyOVProcessor(config, load_tokenizer(config.tokenizer))
+        lay = processor.layout(height, width, single_view=single_view)
     return TokenBudget(visual=lay.visual_tokens, hint=lay.hint_tokens, expert=lay.expert_tokens,
                        total=lay.total, layout=lay)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import Geometry
+from .geometry import Geometry
 
 
 def capped_size(height: int, width: int, geometry: Geometry) -> tuple[int, int]:

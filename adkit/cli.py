@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", formatter_class=fmt, epilog=PRESET_HELP,
                        help="ask questions about an image",
                        description="Answer QUESTION about IMG. Without QUESTION, read questions from stdin, one "
-                                   "per line, and answer each in turn\n(multi-turn: earlier turns are kept) until EOF.")
+                                   "per line, and answer each in turn\n(multi-turn: earlier turns are kept) until EOF. "
+                                   "Answers are printed as they are generated\n(one line each); --no-stream prints "
+                                   "each when it is complete.")
     c.add_argument("image", metavar="IMG", help="image file")
     c.add_argument("question", metavar="QUESTION", nargs="?", default=None,
                    help="the question (default: read questions line by line from stdin)")
@@ -138,14 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="penalise tokens already said (> 1; 1 = off; default: the preset's, 1.1)")
     c.add_argument("--no-repeat-ngram", type=int, default=None, metavar="N",
                    help="never repeat an N-token sequence (0 = off; default: the preset's, 4)")
+    c.add_argument("--no-stream", action="store_true",
+                   help="print each answer once it is complete (default: stream it as it is generated; "
+                        "the printed text is the same)")
 
     b = sub.add_parser("budget", formatter_class=fmt, epilog=PRESET_HELP,
                        help="LLM tokens one H×W image costs",
                        description="Print the LLM token budget of one H×W image: visual (plain LLaVA-OneVision),\n"
-                                   "hint, expert, total, and the crop grid (rows×cols). Needs no weights.")
+                                   "hint, expert, total, and the crop grid (rows×cols). Pure arithmetic over the\n"
+                                   "preset's geometry: needs no weights, loads no model (instant).")
     b.add_argument("height", metavar="H", type=int, help="image height in pixels")
     b.add_argument("width", metavar="W", type=int, help="image width in pixels")
     b.add_argument("--preset", choices=PRESETS, default="paper-0.5b", help="preset (default: paper-0.5b)")
+    b.add_argument("--json", action="store_true",
+                   help='print one JSON object {"preset", "height", "width", "visual", "hint", "expert", "total", '
+                        '"grid": [rows, cols], "image_size": [h, w] (after the long-side cap)} instead of text')
     d.set_defaults(func=cmd_detect)
     c.set_defaults(func=cmd_chat)
     b.set_defaults(func=cmd_budget)
@@ -264,14 +273,54 @@ def _decoding(args) -> dict:
     return gen
 
 
+def answer_streamer(tokenizer, file=None):
+    """A ``transformers.TextStreamer`` that writes an answer to ``file`` (default: stdout) as it is
+    generated, exactly as ``model.chat`` returns it: special tokens skipped, leading and trailing
+    whitespace dropped (``str.strip``), then one newline. Whitespace is held back until more text
+    follows, so nothing printed ever has to be taken back. Reusable: each ``generate`` call is
+    one answer."""
+    from transformers import TextStreamer
+
+    class AnswerStreamer(TextStreamer):
+        def __init__(self):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.started, self.held = False, ""
+
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            out = file or sys.stdout
+            if not self.started:
+                text = text.lstrip()
+                self.started = bool(text)
+            if text:
+                text = self.held + text
+                body = text.rstrip()
+                self.held = text[len(body):]
+                out.write(body)
+            if stream_end:
+                out.write("\n")
+                self.started, self.held = False, ""
+            out.flush()
+
+    return AnswerStreamer()
+
+
 def cmd_chat(args) -> int:
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     gen = _decoding(args)
     image = _load_images([args.image])[0]
     model = _load_model(args)
+    streamer = None if args.no_stream else answer_streamer(model.tokenizer)
+
+    def ask(question, history=None):
+        kw = dict(gen, streamer=streamer) if streamer is not None else gen
+        answer = model.chat(image, question, history=history, max_new_tokens=args.max_new_tokens, **kw)
+        if streamer is None:
+            print(answer, flush=True)
+        return answer
+
     if args.question is not None:
-        print(model.chat(image, args.question, max_new_tokens=args.max_new_tokens, **gen))
+        ask(args.question)
         return 0
     history = []
     interactive = sys.stdin.isatty()
@@ -284,9 +333,7 @@ def cmd_chat(args) -> int:
         question = line.strip()
         if not question:
             continue
-        answer = model.chat(image, question, history=history, max_new_tokens=args.max_new_tokens, **gen)
-        history.append((question, answer))
-        print(answer, flush=True)
+        history.append((question, ask(question, history)))
     return 0
 
 
@@ -295,9 +342,14 @@ def cmd_budget(args) -> int:
         raise UsageError(f"image size must be positive, got {args.height}x{args.width}")
     from . import token_budget
 
-    b = token_budget(args.height, args.width, preset=args.preset)
+    b = token_budget(args.height, args.width, preset=args.preset)  # arithmetic only: no torch (adkit.geometry)
     rows, cols = b.layout.grid_shape
-    print(f"visual {b.visual}\nhint {b.hint}\nexpert {b.expert}\ntotal {b.total}\ngrid {rows}x{cols}")
+    if args.json:
+        print(json.dumps({"preset": args.preset, "height": args.height, "width": args.width, "visual": b.visual,
+                          "hint": b.hint, "expert": b.expert, "total": b.total, "grid": [rows, cols],
+                          "image_size": list(b.layout.image_size)}))
+    else:
+        print(f"visual {b.visual}\nhint {b.hint}\nexpert {b.expert}\ntotal {b.total}\ngrid {rows}x{cols}")
     return 0
 
 

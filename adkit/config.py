@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from transformers import Dinov2Config, LlamaConfig, Qwen2Config, SiglipVisionConfig
 from transformers.configuration_utils import PreTrainedConfig
 
+from .geometry import Geometry  # noqa: F401  (defined without transformers; re-exported here)
+
 SYSTEM_PROMPT = "You are a helpful assistant."
 HINT_TEMPLATE = "with {level} suspicious features: "
 HINT_LEVELS = ("slightly", "moderately", "highly")
@@ -34,36 +36,6 @@ HINT_THRESHOLDS = (0.3, 0.7)  # score < 0.3 → slightly, < 0.7 → moderately, 
 #: (``chat(..., no_repeat_ngram_size=0, repetition_penalty=1.0)`` is plain greedy) or per preset
 #: (``config.replace(generation={})``).
 DECODING = {"repetition_penalty": 1.1, "no_repeat_ngram_size": 4}
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Anyres geometry of one model (DESIGN §2.3–2.4). Sizes are (height, width)."""
-
-    tile_size: int  # S: side of the base view and of every crop, in pixels
-    patch_size: int  # ViT patch side in pixels
-    max_grid: int = 6  # candidate resolutions (i·S, j·S) for i, j in 1..max_grid
-    max_long_side: int | None = 1024  # cap applied before anything else
-    max_num_patches: int = 9  # "anyres_max_9": downscale the crop grid above 9 tiles' worth
-    pool_size: int = 2  # AdaptiveAvgPool2d(pool_size) in the token selector
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    @property
-    def grid(self) -> int:
-        """Patch tokens per side of one tile (paper: 384 // 14 = 27)."""
-        return self.tile_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        """Patch tokens per tile (paper: 729)."""
-        return self.grid * self.grid
-
-    @property
-    def pinpoints(self) -> list[tuple[int, int]]:
-        """Candidate (height, width) resolutions, in the order used for tie-breaking."""
-        s = self.tile_size
-        return [(i * s, j * s) for i in range(1, self.max_grid + 1) for j in range(1, self.max_grid + 1)]
 
 
 @dataclass(frozen=True)

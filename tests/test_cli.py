@@ -188,3 +188,88 @@ def test_help_and_import_do_not_load_torch():
             "assert adkit.AnomalyOV.__name__ == 'AnomalyOV' and 'torch' in sys.modules\n"
             "assert 'mutual' in adkit.zeroshot.METHODS and callable(adkit.zeroshot.mutual_map)\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+class _Writes(io.StringIO):
+    """A stdout that keeps each write, to see whether an answer arrives in pieces."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, s):
+        self.writes.append(s)
+        return super().write(s)
+
+
+def _chat_stdout(monkeypatch, argv, stdin=None) -> _Writes:
+    out = _Writes()
+    monkeypatch.setattr(sys, "stdout", out)
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert cli.main(argv) == 0
+    monkeypatch.undo()
+    return out
+
+
+def test_chat_streams_the_same_text_as_no_stream(pngs, monkeypatch):
+    """Streamed (default): the answer is written in pieces as tokens come; --no-stream: once at the
+    end. Both print the same bytes, for one question and for stdin turns (same answers kept as history)."""
+    argv = ["chat", pngs[1], "Describe the object.", "--preset", "tiny", "--max-new-tokens", "24"]
+    streamed, whole = _chat_stdout(monkeypatch, argv), _chat_stdout(monkeypatch, [*argv, "--no-stream"])
+    assert streamed.getvalue() == whole.getvalue() and streamed.getvalue().count("\n") == 1
+    assert len([w for w in streamed.writes if w.strip()]) > 2 >= len([w for w in whole.writes if w.strip()])
+    argv = ["chat", pngs[0], "--preset", "tiny", "--max-new-tokens", "12", "--repetition-penalty", "1",
+            "--no-repeat-ngram", "0"]
+    questions = "Is it damaged?\n\nWhere?\nWhy?\n"
+    streamed = _chat_stdout(monkeypatch, argv, questions)
+    whole = _chat_stdout(monkeypatch, [*argv, "--no-stream"], questions)
+    assert streamed.getvalue() == whole.getvalue() and streamed.getvalue().count("\n") == 3
+
+
+def test_answer_streamer_writes_exactly_what_chat_returns(tiny, pngs):
+    """Over many random-model answers (odd bytes, CJK, spaces and newlines at the ends, loops under
+    plain greedy), the streamed text is chat()'s return value plus one newline."""
+    streamer_out = io.StringIO()
+    streamer = cli.answer_streamer(tiny.tokenizer, file=streamer_out)
+    cases = 0
+    for image in pngs:
+        for question in ("Is there a defect?", "Where exactly?", "日本語で説明して"):
+            for max_new, plain in ((1, False), (24, False), (24, True)):
+                gen = dict(repetition_penalty=1.0, no_repeat_ngram_size=0) if plain else {}
+                streamer_out.seek(0)
+                streamer_out.truncate()
+                answer = tiny.chat(image, question, max_new_tokens=max_new, streamer=streamer, **gen)
+                assert streamer_out.getvalue() == answer + "\n", (question, max_new, plain)
+                cases += 1
+    assert cases == 18
+
+
+def test_chat_help_mentions_streaming(capsys):
+    assert cli.main(["chat", "--help"]) == 0
+    assert "--no-stream" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["qwen2", "smollm2"])
+def test_answer_streamer_strips_like_chat_token_by_token(name):
+    """Token ids fed one at a time (as generate does) through each real offline tokenizer: the
+    written text is decode(ids, skip_special_tokens=True).strip() + newline, including leading and
+    trailing whitespace, inner newlines, CJK, emoji split across byte tokens and special tokens."""
+    import torch
+
+    from adkit.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(name)
+    texts = ["  Yes, there is a scratch.  \n\n", "\nNo.<|im_end|>", "A dent\n\n  near the edge. 🙂🔧 ",
+             "裂纹在左上角。 ", "   ", "", "x", "tabs\tand\u00a0nbsp\u00a0", "line one\nline two\n<|im_end|>\n"]
+    out = io.StringIO()
+    streamer = cli.answer_streamer(tok, file=out)  # one object for every answer, as in a stdin chat
+    for text in texts:
+        ids = tok.encode(text, add_special_tokens=False)
+        out.seek(0)
+        out.truncate()
+        streamer.put(torch.zeros((1, 0), dtype=torch.long))  # generate's prompt (empty with inputs_embeds)
+        for i in ids:
+            streamer.put(torch.tensor([i]))
+        streamer.end()
+        assert out.getvalue() == tok.decode(ids, skip_special_tokens=True).strip() + "\n", (name, text)

@@ -1,11 +1,19 @@
 """``adkit eval zero-shot`` and ``adkit eval visa-dr`` (DESIGN §7; runners in adkit/eval/runners.py).
 
 Imports cheaply: the model, loaders and metrics are imported inside the handlers.
+
+Every protocol prints a human summary, or with ``--json`` one JSON object on stdout instead: the
+same metrics and rows (floats unrounded, NaN/inf as null) plus the paths of any files written.
+While a ``--json`` run works, anything else written to stdout goes to stderr, so stdout parses.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
+import sys
 
 from ..zeroshot import METHODS
 
@@ -38,6 +46,10 @@ accuracy and fit a logistic for score averaging, write one calibration JSON. The
 small weights carry one (adkit/weights/small/calibration.json); AnomalyOV.from_preset loads it."""
 
 
+JSON_HELP = ("print one JSON object on stdout instead of the text summary: the same metrics and rows, "
+             "unrounded, plus the paths of the files written")
+
+
 def register(subparsers, tools) -> None:
     ev = subparsers.add_parser("eval", help="evaluate a model (zero-shot AUROC, VisA-D&R)",
                                description="Evaluation protocols of the paper (DESIGN §7).")
@@ -63,6 +75,7 @@ def register(subparsers, tools) -> None:
                    help="the dataset's name in the tables (default: by source, e.g. 'MVTec AD' for --mvtec; "
                         "name your own MVTec-style tree so it is not filed under the paper's MVTec AD column)")
     _common(z, tools)
+    _add_json(z)
 
     d = sub.add_parser("visa-dr", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_DR_DESC,
                        help="VisA-D&R detection and reasoning against the paper's Table 4")
@@ -79,6 +92,7 @@ def register(subparsers, tools) -> None:
     d.add_argument("--judge-key-env", metavar="VAR", default="OPENAI_API_KEY",
                    help="environment variable holding the judge's API key (default: OPENAI_API_KEY)")
     _common(d, tools)
+    _add_json(d)
     c = sub.add_parser("calibrate", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_CAL_DESC,
                        help="choose each method's verdict threshold on the validation categories")
     c.add_argument("--out", required=True, metavar="FILE", help="calibration JSON to write (e.g. calibration.json)")
@@ -92,7 +106,8 @@ def register(subparsers, tools) -> None:
                    help="trained-parts file(s) to load into the preset first (repeatable)")
     c.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
-    c.set_defaults(func=lambda args: cmd_calibrate(args, tools), no_expert=False, limit=None)
+    _add_json(c)
+    c.set_defaults(func=_handler(cmd_calibrate, tools), no_expert=False, limit=None)
     ph = sub.add_parser("photo-check", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_PHOTO_DESC,
                         help="verdicts on ten clean everyday photos and damaged copies of them")
     ph.add_argument("--method", nargs="+", choices=METHODS, default=["expert"], metavar="METHOD",
@@ -100,9 +115,10 @@ def register(subparsers, tools) -> None:
     tools.add_model_options(ph)
     ph.add_argument("--load", action="append", default=[], metavar="FILE",
                     help="trained-parts file(s) to load into the preset first (repeatable)")
-    ph.set_defaults(func=lambda args: cmd_photo_check(args, tools), no_expert=False)
-    z.set_defaults(func=lambda args: cmd_zero_shot(args, tools))
-    d.set_defaults(func=lambda args: cmd_visa_dr(args, tools))
+    _add_json(ph)
+    ph.set_defaults(func=_handler(cmd_photo_check, tools), no_expert=False)
+    z.set_defaults(func=_handler(cmd_zero_shot, tools))
+    d.set_defaults(func=_handler(cmd_visa_dr, tools))
 
 
 def _common(p, tools) -> None:
@@ -115,6 +131,62 @@ def _common(p, tools) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     p.add_argument("--out", metavar="DIR", default=None, help="write CSV, markdown and figures to DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_json(p) -> None:
+    """``--json`` for a protocol whose handler is ``_handler(cmd, tools)`` and prints via ``_output``."""
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def jsonable(value):
+    """``value`` as plain JSON types: numpy scalars and arrays, tuples, paths; NaN and inf → None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return jsonable(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _handler(cmd, tools):
+    """``cmd(args, tools)`` as a subcommand handler. Under --json, stdout is kept for the JSON
+    object alone: whatever else writes to it while the command runs goes to stderr."""
+    def run(args):
+        if not getattr(args, "json", False):
+            return cmd(args, tools)
+        args.json_stdout = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return cmd(args, tools)
+
+    return run
+
+
+@contextlib.contextmanager
+def _output(args):
+    """Yield ``say`` (print; nothing under --json) and a dict to fill, printed under --json as
+    one JSON object on the command's stdout when the block ends without an error."""
+    if not getattr(args, "json", False):
+        yield print, {}
+        return
+    doc = {}
+    yield (lambda *a, **k: None), doc
+    print(json.dumps(jsonable(doc), indent=2), file=getattr(args, "json_stdout", sys.stdout), flush=True)
+
+
+def _table(table) -> dict:
+    return {"title": table.title, "columns": table.columns, "rows": table.rows, "notes": table.notes,
+            "source": table.source}
+
+
+def _files(files) -> dict:
+    return {k: os.fspath(v) for k, v in files.items()}
 
 
 def _check(args, tools) -> None:
@@ -179,21 +251,32 @@ def cmd_zero_shot(args, tools) -> int:
             clear = np.array([s.meta["probability"] in (0.0, 1.0) for s in samples])
             results.append(result.restrict(clear, f"{name} (clear)"))
         results.append(result)
-    for result in results:
-        print(f"zero-shot {result.dataset}: {result.n} images ({int(result.labels.sum())} anomalous), {result.label}; "
-              f"averaging: {result.averaging}")
-        print(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
-                             [list(r.values()) for r in result.per_class_rows()]))
-        print(f"image AUROC (macro over classes) {result.image_auroc_macro:.4f}; F1-max (macro) "
-              f"{result.f1_max_macro:.4f}"
-              + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}"))
-        print()
-    table = compare_zero_shot(results)
-    print(table.to_markdown())
-    print("\n".join(f"- {n}" for n in table.notes))
-    if args.out:
-        files = write_report(results if len(results) > 1 else results[0], args.out)
-        print(f"\nreport: {files['markdown']}")
+    with _output(args) as (say, doc):
+        doc.update(command="eval zero-shot", preset=args.preset, results=[])
+        for result in results:
+            rows = result.per_class_rows()
+            say(f"zero-shot {result.dataset}: {result.n} images ({int(result.labels.sum())} anomalous), "
+                f"{result.label}; averaging: {result.averaging}")
+            say(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
+                               [list(r.values()) for r in rows]))
+            say(f"image AUROC (macro over classes) {result.image_auroc_macro:.4f}; F1-max (macro) "
+                f"{result.f1_max_macro:.4f}"
+                + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}"))
+            say()
+            doc["results"].append({
+                "dataset": result.dataset, "method": result.method, "label": result.label, "n": result.n,
+                "anomalous": int(result.labels.sum()), "averaging": result.averaging,
+                "image_auroc_macro": result.image_auroc_macro, "f1_max_macro": result.f1_max_macro,
+                "pixel_auroc_macro": result.pixel_auroc_macro, "pooled_auroc": result.pooled_auroc,
+                "per_class": rows})
+        table = compare_zero_shot(results)
+        say(table.to_markdown())
+        say("\n".join(f"- {n}" for n in table.notes))
+        doc.update(paper_table=_table(table), report=None, files={})
+        if args.out:
+            files = write_report(results if len(results) > 1 else results[0], args.out)
+            say(f"\nreport: {files['markdown']}")
+            doc.update(report=files["markdown"], files=_files(files))
     return 0
 
 
@@ -202,13 +285,22 @@ def cmd_photo_check(args, tools) -> int:
     from .runners import photo_check
 
     model = _model(args, tools)
-    for method in dict.fromkeys(args.method):
-        r = photo_check(model, method)
-        cal = "calibrated" if r.calibrated else "uncalibrated"
-        print(f"{method}: threshold {r.threshold:.3f} ({cal}); clean photos called anomalous: "
-              f"{len(r.clean_flagged)} of {len(r.names)}; damaged copies above their original: {r.raised} of {len(r.names)}")
-        print(markdown_table(["photo", "clean", "damaged", "clean flagged", "damage raises"], r.rows()))
-        print()
+    header = ["photo", "clean", "damaged", "clean flagged", "damage raises"]
+    with _output(args) as (say, doc):
+        doc.update(command="eval photo-check", preset=args.preset, results=[])
+        for method in dict.fromkeys(args.method):
+            r = photo_check(model, method)
+            cal = "calibrated" if r.calibrated else "uncalibrated"
+            say(f"{method}: threshold {r.threshold:.3f} ({cal}); clean photos called anomalous: "
+                f"{len(r.clean_flagged)} of {len(r.names)}; damaged copies above their original: {r.raised} of "
+                f"{len(r.names)}")
+            say(markdown_table(header, r.rows()))
+            say()
+            doc["results"].append({
+                "method": method, "threshold": r.threshold, "calibrated": r.calibrated, "n": len(r.names),
+                "clean_flagged": r.clean_flagged, "raised": r.raised,
+                "photos": [{"photo": n, "clean": float(c), "damaged": float(d), "clean_flagged": bool(c >= r.threshold),
+                            "damage_raises": bool(d > c)} for n, c, d in zip(r.names, r.clean, r.damaged)]})
     return 0
 
 
@@ -223,9 +315,13 @@ def cmd_calibrate(args, tools) -> int:
     model = _model(args, tools)
     cal = calibrate(model, samples, args.method, batch_size=args.batch_size, progress=not args.no_progress)
     path = cal.save(args.out)
-    for name, m in cal.methods.items():
-        print(f"{name:12s} threshold {m.threshold:.4f}  logistic centre {m.centre:.4f} scale {m.scale:.4f}")
-    print(f"{cal.source}\n→ {path}")
+    with _output(args) as (say, doc):
+        for name, m in cal.methods.items():
+            say(f"{name:12s} threshold {m.threshold:.4f}  logistic centre {m.centre:.4f} scale {m.scale:.4f}")
+        say(f"{cal.source}\n→ {path}")
+        doc.update(command="eval calibrate", preset=args.preset, source=cal.source, path=path,
+                   methods={name: {"threshold": m.threshold, "centre": m.centre, "scale": m.scale}
+                            for name, m in cal.methods.items()})
     return 0
 
 
@@ -253,17 +349,28 @@ def cmd_visa_dr(args, tools) -> int:
     if not args.no_reasoning and list(bench.reasoning):
         rea = visa_dr_reasoning(model, bench, judge=judge, max_new_tokens=args.max_new_tokens,
                                 batch_size=args.batch_size, progress=progress)
-    for rule, m in det.macro.items():
-        print(f"detection [{rule}] " + " ".join(f"{k} {v:.3f}" for k, v in m.items()) + " (macro over classes)")
-    print(f"answers the two parsers read differently: {len(det.differences)}")
-    if rea is not None:
-        for kind, s in rea.summary.items():
-            vals = " ".join(f"{k} {'-' if s[k] is None else format(s[k], '.3f')}" for k in ("rouge_l", "sbert", "gpt"))
-            print(f"reasoning [{kind}] {vals} n {s['n']}")
-        print(f"GPT-score judge: {rea.judge_name or 'none'}")
-    print()
-    print(compare_visa_dr(det, rea).to_markdown())
-    if args.out:
-        files = write_report(VisaDRResult(det, rea, source=str(args.benchmark)), args.out)
-        print(f"\nreport: {files['markdown']}")
+    with _output(args) as (say, doc):
+        for rule, m in det.macro.items():
+            say(f"detection [{rule}] " + " ".join(f"{k} {v:.3f}" for k, v in m.items()) + " (macro over classes)")
+        say(f"answers the two parsers read differently: {len(det.differences)}")
+        doc.update(command="eval visa-dr", preset=args.preset, benchmark=str(args.benchmark),
+                   detection={"rule": det.rule, "n": len(det.answers), "averaging": det.averaging, "macro": det.macro,
+                              "per_class": det.per_class, "differences": len(det.differences)},
+                   reasoning=None)
+        if rea is not None:
+            for kind, s in rea.summary.items():
+                vals = " ".join(f"{k} {'-' if s[k] is None else format(s[k], '.3f')}" for k in ("rouge_l", "sbert", "gpt"))
+                say(f"reasoning [{kind}] {vals} n {s['n']}")
+            say(f"GPT-score judge: {rea.judge_name or 'none'}")
+            doc["reasoning"] = {"n": len(rea.records), "averaging": rea.averaging, "summary": rea.summary,
+                                "judge": rea.judge_name, "judge_failures": rea.judge_failures}
+        say()
+        table = compare_visa_dr(det, rea)
+        say(table.to_markdown())
+        doc.update(paper_table=_table(table), report=None, files={})
+        if args.out:
+            files = write_report(VisaDRResult(det, rea, source=str(args.benchmark)), args.out)
+            say(f"\nreport: {files['markdown']}")
+            doc.update(report=files["markdown"], files=_files(files))
     return 0
+
