@@ -328,13 +328,19 @@ class AnomalyOV(nn.Module):
 
     # ------------------------------------------------------------------ weights
 
-    def save_pretrained(self, path) -> None:
+    def save_pretrained(self, path, max_shard_size: int | str = "2GB"):
+        """A self-contained folder: ``adkit_config.json``, safetensors weights (sharded above
+        ``max_shard_size``), the tokenizer, ``generation_config.json``, ``calibration.json`` when
+        calibrated and a ``README.md`` model card (``adkit/weights/io.py``)."""
         from .weights.io import save_anomalyov
 
-        save_anomalyov(self, path)
+        return save_anomalyov(self, path, max_shard_size=max_shard_size)
 
     @classmethod
-    def from_pretrained(cls, path, **kw) -> "AnomalyOV":
+    def from_pretrained(cls, path, dtype=None, device_map=None, **kw) -> "AnomalyOV":
+        """A folder written by :meth:`save_pretrained` (single-file or sharded; older folders too).
+        ``dtype``: a torch dtype, its name ("bfloat16") or "auto" (as saved); ``device_map``: one
+        device ("cpu", "cuda", "auto", a torch.device). Mismatched weights raise ``CheckpointError``."""
         from .weights.io import load_anomalyov
 
-        return load_anomalyov(cls, path, **kw)
+        return load_anomalyov(cls, path, dtype=dtype, device_map=device_map, **kw)

@@ -92,6 +92,15 @@ def test_self_similarity_blocks_do_not_change_the_result():
     np.testing.assert_allclose(self_similarity_map(feats, split, block=1).numpy(), full.numpy(), atol=1e-6)
 
 
+def test_self_similarity_under_bf16_autocast_stays_fp32():
+    """Stage 2's bf16 autocast makes the distance matmuls bf16; the map is still written (fp32)."""
+    feats = torch.randn(1 + 2, 16, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = self_similarity_map(feats, [1, 2])
+    assert mixed.dtype == torch.float32
+    np.testing.assert_allclose(mixed.numpy(), self_similarity_map(feats, [1, 2]).numpy(), atol=2e-2)
+
+
 def test_an_outlier_patch_peaks_the_self_map_and_raises_the_score():
     torch.manual_seed(0)
     base = torch.randn(1, 8) + 4.0  # every patch ≈ the same direction: a uniform surface

@@ -5,7 +5,9 @@ matrices (``...q_proj.lora_A.default.weight``) with the LoRA settings in the fil
 :func:`load_trained_parts` puts them into a model of the same preset and merges LoRA into the
 base weights (W ← W + (α/r)·B·A) with plain tensor algebra — no peft needed to *use* a
 checkpoint, only to train one. The shipped ``small`` weights (``adkit/weights/small/``) are two
-such files.
+such files. :func:`export_peft_adapter` writes the LoRA alone in peft's layout
+(``adapter_config.json`` + ``adapter_model.safetensors``) for ``PeftModel.from_pretrained`` on the
+plain LLM; the projector, ``image_newline`` and expert stay in the kit's file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 
 from .official import CheckpointError
 
-__all__ = ["save_trained_parts", "load_trained_parts", "merge_lora_into_base", "lora_deltas", "base_with_parts"]
+__all__ = ["save_trained_parts", "load_trained_parts", "merge_lora_into_base", "lora_deltas", "base_with_parts",
+           "export_peft_adapter"]
 
 _LORA = re.compile(r"^(?P<base>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 
@@ -163,3 +166,91 @@ def base_with_parts(preset: str, parts: Sequence = (), *, model_path=None, exper
     for path in parts:
         load_trained_parts(model, path)
     return model
+
+
+# ---------------------------------------------------------------------------- peft export
+
+_LLM_PREFIX = "mllm.model.language_model."  # where stage 2 injects LoRA: hf.language_model(model.mllm)
+#: the module a peft adapter is loaded onto → where the kit's LLM decoder sits in it
+PEFT_BASES = {
+    "causal_lm": "model.",  # the plain LLM with its head (Qwen2ForCausalLM, LlamaForCausalLM: SmolLM2)
+    "decoder": "",  # the decoder alone (Qwen2Model, LlamaModel)
+    "mllm": "model.language_model.",  # the whole LlavaOnevisionForConditionalGeneration (model.mllm)
+}
+_LORA_SETTINGS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")
+
+
+def export_peft_adapter(source, out_dir, base: str = "causal_lm") -> Path:
+    """Write the LoRA of ``source`` — a stage 2 parts file (``trained.safetensors``) or a model with
+    unmerged LoRA layers — as a peft adapter folder: ``adapter_config.json`` +
+    ``adapter_model.safetensors``, keys ``base_model.model.<module path>.lora_A.weight``.
+
+    ``base`` names the module it loads onto with ``peft.PeftModel.from_pretrained(base_module,
+    out_dir)``: ``"causal_lm"`` (default; the plain LLM with its head), ``"decoder"`` or ``"mllm"``
+    (the llava-hf model; the adapter then targets the language model only, not the tower)."""
+    from safetensors.torch import save_file
+
+    if base not in PEFT_BASES:
+        raise ValueError(f"base must be one of {sorted(PEFT_BASES)}, got {base!r}")
+    tensors, lora, name = _lora_source(source)
+    prefix = "base_model.model." + PEFT_BASES[base]
+    out, layers = {}, {}
+    for key, value in tensors.items():
+        m = _LORA.match(key)
+        if m is None:
+            if "lora_" in key:
+                raise CheckpointError(f"{name}: {key} is a LoRA tensor peft's Linear layout cannot hold")
+            continue
+        if not m["base"].startswith(_LLM_PREFIX):
+            raise CheckpointError(f"{name}: LoRA outside the language model ({key}): not exportable as an LLM adapter")
+        layer = m["base"][len(_LLM_PREFIX):]
+        layers.setdefault(layer, set()).add(m["ab"])
+        out[f"{prefix}{layer}.lora_{m['ab']}.weight"] = value.detach().cpu().contiguous()
+    if not out:
+        raise CheckpointError(f"{name} holds no LoRA matrices to export")
+    half = sorted(layer for layer, ab in layers.items() if ab != {"A", "B"})
+    if half:
+        raise CheckpointError(f"{name}: LoRA layers with only one of lora_A/lora_B: {', '.join(half[:10])}")
+    suffixes = sorted({layer.rsplit(".", 1)[-1] for layer in layers})
+    if base == "mllm":  # a regex (peft full-matches it) keeps the tower's own q_proj, ... out of the adapter
+        targets = re.escape(PEFT_BASES[base]) + r".*\.(" + "|".join(map(re.escape, suffixes)) + ")"
+    else:
+        targets = suffixes
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM" if base == "causal_lm" else None,
+              "base_model_name_or_path": None, "inference_mode": True, "fan_in_fan_out": False,
+              "r": int(lora["r"]), "lora_alpha": lora["lora_alpha"], "lora_dropout": lora.get("lora_dropout", 0.0),
+              "bias": lora.get("bias", "none"), "use_rslora": bool(lora.get("use_rslora", False)),
+              "target_modules": targets}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file(out, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return out_dir
+
+
+def _lora_source(source) -> tuple[dict, dict, str]:
+    """(tensors, LoRA settings, a name for messages) of a parts file or a model with LoRA layers."""
+    if isinstance(source, (str, Path)):
+        from safetensors import safe_open
+
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"trained-parts file not found: {path}")
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys() if _LORA.match(k) or "lora_" in k}
+        if not meta.get("lora"):
+            raise CheckpointError(f"{path} holds no LoRA settings (metadata 'lora'): not a stage 2 file trained "
+                                  "with llm='lora'")
+        return tensors, json.loads(meta["lora"]), str(path)
+    from .. import hf
+
+    llm = hf.language_model(source.mllm)
+    configs = getattr(llm, "peft_config", None) or {}
+    if not _has_lora(source) or len(configs) != 1:
+        raise ValueError("the model has no (single) unmerged LoRA adapter on its language model; "
+                         "export from the stage 2 parts file instead")
+    settings = vars(next(iter(configs.values())))
+    lora = {k: sorted(v) if isinstance(v, set) else v for k, v in settings.items() if k in _LORA_SETTINGS}
+    tensors = {k: v for k, v in source.state_dict().items() if "lora_" in k}
+    return tensors, lora, "the model"

@@ -81,7 +81,7 @@ def self_similarity_map(features: torch.Tensor, split_sizes: Sequence[int], *, r
     for i in range(0, len(base), step):
         rows = base[i:i + step]
         d = half_chord(x[rows] @ x[rows].transpose(1, 2)).masked_fill(near, math.inf)  # [b, P, P]
-        out[rows] = _kmin_mean(d, k)
+        out[rows] = _kmin_mean(d, k).to(out.dtype)  # fp32 also under a bf16 autocast
     # crops: images with the same crop count are batched; the bank spans all crops of the image
     by_count: dict[int, list[int]] = {}
     for start, size in parts:
@@ -94,7 +94,7 @@ def self_similarity_map(features: torch.Tensor, split_sizes: Sequence[int], *, r
             rows = torch.tensor(firsts[i:i + step], device=x.device)[:, None] + torch.arange(c, device=x.device)
             xc = x[rows.flatten()].reshape(len(rows), c * p, -1)  # [b·c, P, D] → [b, cP, D]
             d = half_chord(xc @ xc.transpose(1, 2)).masked_fill(own, math.inf)  # [b, cP, cP]
-            out[rows.flatten()] = _kmin_mean(d, k).reshape(-1, p)  # [b, cP] → [b·c, P]
+            out[rows.flatten()] = _kmin_mean(d, k).reshape(-1, p).to(out.dtype)  # [b, cP] → [b·c, P]
     return out
 
 
