@@ -15,7 +15,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
 # System packages the suite needs: Debian's chromium (+ a font) for the demo's real-browser
 # test (tests/test_demo_browser.py; Playwright drives it, no browser download). Installed
-# with apt-get when missing and we are root; otherwise the command to run is printed.
+# with apt-get when missing and we are root (or through sudo when it needs no password); otherwise
+# the exact command to run is printed before any test runs.
 SYSTEM_PACKAGES := chromium fonts-dejavu-core
 
 .PHONY: help setup system lab demo test samples strip clean
@@ -46,6 +47,10 @@ system:
 	  echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) < /dev/null > /dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(SYSTEM_PACKAGES) (sudo apt-get)"; \
+	  sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) < /dev/null > /dev/null; \
 	else \
 	  echo "error: the browser test needs Chromium; install it with: sudo apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; \
 	fi

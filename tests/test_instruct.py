@@ -273,3 +273,15 @@ def test_writer_giving_nothing_is_named():
 
     with pytest.raises(WriterError, match="silent gave no text for task 'describe' of sample cap-poke"):
         build_instructions(_samples()[:1], Silent(), progress=False)
+
+
+def test_separate_regions_are_counted_and_said():
+    img = Image.new("RGB", (90, 90), (120, 120, 120))
+    one = AnomalySample(img, 1, "tile", defect="crack", mask=_mask(90, 90, (5, 15, 5, 15)), id="one")
+    two = AnomalySample(img, 1, "tile", defect="crack", mask=_mask(90, 90, (5, 15, 5, 15), (60, 80, 60, 80)), id="two")
+    assert sample_context(one)["count"] == 1 and sample_context(two)["count"] == 2
+    assert "count" not in sample_context(AnomalySample(img, 0, "tile", id="ok"))
+    said = [describe(two, TemplateWriter(seed)) for seed in range(6)]
+    assert all(any(w in d.lower() for w in ("two separate", "two distinct", "two areas", "over two"))
+               for d in said), said
+    assert not any("two" in describe(one, TemplateWriter(seed)).lower() for seed in range(6))

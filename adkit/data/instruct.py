@@ -96,7 +96,7 @@ def _object_phrase(sample: AnomalySample) -> str:
 
 def sample_context(sample: AnomalySample, mask: np.ndarray | None = None) -> dict:
     """The facts writers get (see `adkit.data.writers`): category, defect, label, object, location,
-    severity, extent, hint. ``mask`` (bool H×W) is loaded from the sample when not given."""
+    severity, extent, count (separate regions, `mask_boxes`), hint. ``mask`` (bool H×W) is loaded from the sample when not given."""
     meta = sample.meta or {}
     ctx = {"category": sample.category.replace("_", " "), "defect": sample.defect, "label": int(sample.label),
            "object": _object_phrase(sample)}
@@ -106,6 +106,7 @@ def sample_context(sample: AnomalySample, mask: np.ndarray | None = None) -> dic
         ctx["location"] = meta.get("location") or location_from_mask(mask)
         ctx["severity"] = severity_word(meta.get("severity"))
         ctx["extent"] = extent_from_mask(mask)
+        ctx["count"] = len(mask_boxes(mask)) if mask is not None and np.any(mask) else None  # separate regions
     ctx = {k: v for k, v in ctx.items() if v is not None}
     ctx["hint"] = _hint_from(ctx)
     return ctx

@@ -365,6 +365,11 @@ PREV_OPEN = [
 ]
 PREV_MORE = ["{Prev2} would also help.", "It is also worth {prev2}.", "A second measure is {prev2}.",
              "In addition, consider {prev2}.", "{Prev2} further lowers the risk."]
+#: a defect in several separate regions (``context["count"]`` > 1, from the mask's merged boxes)
+COUNT_FRAMES = ["It is not a single spot: {n} separate areas of the {cat} are affected.",
+                "The {syn} shows up in {n} separate places.", "In total, {n} distinct regions are affected.",
+                "{N} separate regions of the surface carry it.", "The damage is split over {n} areas."]
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 CLOSERS = [
     "", "", "", "Catching it early keeps rework costs low.", "An automated visual inspection would flag it reliably.",
     "The part should be set aside for review.", "This is why the {cat} would fail quality control.",

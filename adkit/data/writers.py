@@ -169,7 +169,12 @@ class TemplateWriter:
         if task == "describe":
             parts = [say(P.DESCRIBE_OPEN, s), s["look"]]
             parts += [s["look2"]] if rng.random() < 0.5 else []
-            parts += [say(P.DESCRIBE_MORE, s)]
+            count = int((context or {}).get("count") or 1)
+            if count > 1:
+                n = P.NUMBER_WORDS[count] if count < len(P.NUMBER_WORDS) else str(count)
+                parts.append(say(P.COUNT_FRAMES, {**s, "n": n, "N": n.capitalize()}))
+            else:
+                parts += [say(P.DESCRIBE_MORE, s)]
         elif task == "cause":
             parts = [say(P.CAUSE_OPEN, s), say(P.CAUSE_MORE, s)]
         elif task == "effect":

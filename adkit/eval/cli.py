@@ -46,6 +46,12 @@ accuracy and fit a logistic for score averaging, write one calibration JSON. The
 small weights carry one (adkit/weights/small/calibration.json); AnomalyOV.from_preset loads it."""
 
 
+_FACTS_DESC = """Ask every image the VisA-D&R Yes/No question and every anomalous one "Describe the
+anomaly in the image."; score whether each description names the right defect family (its name
+or a synonym) and the right place on a 3×3 grid (from the mask), and its ROUGE-L against the
+template writer's fact-based reference. Rates per class, then macro over classes."""
+
+
 JSON_HELP = ("print one JSON object on stdout instead of the text summary: the same metrics and rows, "
              "unrounded, plus the paths of the files written")
 
@@ -117,6 +123,16 @@ def register(subparsers, tools) -> None:
                     help="trained-parts file(s) to load into the preset first (repeatable)")
     _add_json(ph)
     ph.set_defaults(func=_handler(cmd_photo_check, tools), no_expert=False)
+    f = sub.add_parser("facts", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_FACTS_DESC,
+                       help="do descriptions name the right defect family and location? (+ Yes/No F1)")
+    f.add_argument("--mvtec", metavar="DIR", required=True,
+                   help="an MVTec-layout folder with masks, e.g. from 'adkit data synth --split test'")
+    f.add_argument("--limit", type=int, default=None, metavar="N", help="N samples (seeded random subset)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the subset and of the references (default: 0)")
+    f.add_argument("--max-new-tokens", type=int, default=96, metavar="N",
+                   help="tokens per description (default: 96)")
+    _common(f, tools)
+    f.set_defaults(func=lambda args: cmd_facts(args, tools))
     z.set_defaults(func=_handler(cmd_zero_shot, tools))
     d.set_defaults(func=_handler(cmd_visa_dr, tools))
 
@@ -374,3 +390,38 @@ def cmd_visa_dr(args, tools) -> int:
             doc.update(report=files["markdown"], files=_files(files))
     return 0
 
+
+def cmd_facts(args, tools) -> int:
+    import json
+    import random
+
+    from ..data.loaders import load_mvtec
+    from .facts import fact_check
+    from .report import markdown_table
+
+    _check(args, tools)
+    if args.max_new_tokens < 1:
+        raise tools.UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    samples = load_mvtec(_folder(args.mvtec, "--mvtec", tools), split="test")
+    if args.limit is not None and args.limit < len(samples):
+        samples = sorted(random.Random(args.seed).sample(samples, args.limit), key=lambda s: str(s.id))
+    model = _model(args, tools)
+    res = fact_check(model, samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                     progress=not args.no_progress, seed=args.seed)
+    d = res.detection
+    described = sum("answer" in r for r in res.rows)
+    print(f"{len(res.rows)} images ({described} described), macro over {len(res.per_class)} classes:")
+    print(f"  Yes/No detection: accuracy {d['accuracy']:.3f}  precision {d['precision']:.3f}  "
+          f"recall {d['recall']:.3f}  F1 {d['f1']:.3f}")
+    print(f"  descriptions naming the defect family {res.family_rate:.1%}, the location {res.location_rate:.1%}; "
+          f"ROUGE-L {res.rouge_l:.3f}")
+    rows = [[c, f"{m['f1']:.3f}", f"{m['accuracy']:.3f}"] for c, m in res.per_class.items()]
+    print(markdown_table(["class", "F1", "accuracy"], rows))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "facts.json")
+        with open(path, "w") as fh:
+            json.dump({"detection": d, "family_rate": res.family_rate, "location_rate": res.location_rate,
+                       "rouge_l": res.rouge_l, "rows": res.rows}, fh, indent=1)
+        print(f"→ {path}")
+    return 0
