@@ -1,4 +1,4 @@
-"""Anyres geometry of LLaVA-OneVision and the one token layout (paper §3, DESIGN §2.3–2.4, §3).
+"""Anyres geometry of LLaVA-OneVision and the one token layout (paper §3, docs/architecture.md §2.3–2.4, §3).
 
 Pure integer geometry: no pixels, no tensors. Both the processor (how many ``<image>``
 placeholders to write) and the model (how to pack features) call :func:`image_layout`, so the
@@ -75,7 +75,7 @@ def unpadded_shape(height: int, width: int, rows: int, cols: int, grid: int) -> 
 
 @dataclass(frozen=True)
 class ImageLayout:
-    """Token counts of one image's block in the LLM sequence, in order (DESIGN §3 table).
+    """Token counts of one image's block in the LLM sequence, in order (docs/architecture.md §3 table).
 
     ``single_view`` images (multi-image samples) have no crops: their base view is followed
     by one ``image_newline`` and, with the expert, the selected tokens by one more.

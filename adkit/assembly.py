@@ -1,4 +1,4 @@
-"""Sequence assembly: one image's block of LLM embeddings, in DESIGN §3's order (paper §3.3).
+"""Sequence assembly: one image's block of LLM embeddings, in docs/architecture.md §3's order (paper §3.3).
 
     base view (g²) │ crops, unpadded, newline per row │ hint phrase │ global token │
     base-view selected tokens (k²) │ crop selected tokens on a (k·rows)×(k·cols) grid + newlines
@@ -22,7 +22,7 @@ def with_newlines(grid: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
 
 
 def crop_visual_tokens(tiles: torch.Tensor, layout: ImageLayout, newline: torch.Tensor) -> torch.Tensor:
-    """Projected crop tokens [rows·cols, g², H] → [h·(w+1), H] (spatial_unpad, DESIGN §2.4)."""
+    """Projected crop tokens [rows·cols, g², H] → [h·(w+1), H] (spatial_unpad, docs/architecture.md §2.4)."""
     rows, cols = layout.grid_shape
     n, p, hdim = tiles.shape
     g = int(round(p ** 0.5))

@@ -1,4 +1,4 @@
-"""The kit's on-disk cache of converted assets (DESIGN §6): where it lives and how folders land.
+"""The kit's on-disk cache of converted assets (docs/architecture.md §6): where it lives and how folders land.
 
 Conversions (tokenizer, DINOv2, SmolLM2) run once and are saved under ``$ADKIT_CACHE``
 (default ``~/.cache/adkit``). A folder is written beside its final place and renamed into it

@@ -1,4 +1,4 @@
-"""Presets and geometry for Anomaly-OV (paper §3, DESIGN §1–3).
+"""Presets and geometry for Anomaly-OV (paper §3, docs/architecture.md §1–3).
 
 Every number the rest of the kit needs is *derived* here from a handful of primary facts
 (tile size, patch size, vision width, LLM width, feature levels). Nothing downstream types
@@ -40,7 +40,7 @@ DECODING = {"repetition_penalty": 1.1, "no_repeat_ngram_size": 4}
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    """Sizes of the anomaly expert (DESIGN §3). Paper: D=1152, g=27, E=512 → 7,086,811 params."""
+    """Sizes of the anomaly expert (docs/architecture.md §3). Paper: D=1152, g=27, E=512 → 7,086,811 params."""
 
     vision_dim: int = 1152  # D: width of the vision tower's patch tokens
     grid: int = 27  # g: patch tokens per side of one crop
@@ -138,7 +138,7 @@ class AnomalyOVConfig:
 
 
 def _siglip_so400m_26() -> SiglipVisionConfig:
-    """SigLIP-so400m-patch14-384 with its last encoder layer removed (DESIGN §2.1)."""
+    """SigLIP-so400m-patch14-384 with its last encoder layer removed (docs/architecture.md §2.1)."""
     return SiglipVisionConfig(
         hidden_size=1152, image_size=384, intermediate_size=4304, num_attention_heads=16,
         num_hidden_layers=26, patch_size=14, vision_use_head=False, layer_norm_eps=1e-6,
@@ -189,7 +189,7 @@ def _paper(size: str) -> AnomalyOVConfig:
         name=f"paper-{size}", vision=vision, text=_qwen2(size),
         geometry=Geometry(tile_size=vision.image_size, patch_size=vision.patch_size),
         # hidden_states[k] is the output of encoder layer k (index 0 = embeddings); the
-        # official code's `i-1 in [6,12,18,24]` selects these four (DESIGN §2.1).
+        # official code's `i-1 in [6,12,18,24]` selects these four (docs/architecture.md §2.1).
         feature_levels=(7, 13, 19, 25),
         hub_id=f"llava-hf/llava-onevision-qwen2-{size}-ov-hf",
         expert_file=f"pretrained_expert_{size.replace('.', '')}.pth",
@@ -197,7 +197,7 @@ def _paper(size: str) -> AnomalyOVConfig:
 
 
 def _small() -> AnomalyOVConfig:
-    """DINOv2 ViT-S/14 + SmolLM2-135M-Instruct, sized for a laptop CPU (DESIGN §1, §6).
+    """DINOv2 ViT-S/14 + SmolLM2-135M-Instruct, sized for a laptop CPU (docs/architecture.md §1, §6).
 
     Tile 224 px → a 16×16 grid (256 tokens, CLS dropped), and a 448 px long-side cap so an
     image is at most 2×2 crops: ≤ 256 + 32·33 = 1312 visual tokens instead of the paper's

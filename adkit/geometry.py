@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Geometry:
-    """Anyres geometry of one model (DESIGN §2.3–2.4). Sizes are (height, width)."""
+    """Anyres geometry of one model (docs/architecture.md §2.3–2.4). Sizes are (height, width)."""
 
     tile_size: int  # S: side of the base view and of every crop, in pixels
     patch_size: int  # ViT patch side in pixels

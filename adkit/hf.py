@@ -1,4 +1,4 @@
-"""Every touch-point with transformers internals, in one place (DESIGN §6).
+"""Every touch-point with transformers internals, in one place (docs/architecture.md §6).
 
 The kit composes an *unmodified* ``LlavaOnevisionForConditionalGeneration``; this module
 knows its attribute paths and config fields so that a transformers upgrade breaks here, in

@@ -7,7 +7,7 @@ RGB. Real inspection data is messier: 16-bit grayscale PNGs, palette images
 with transparency, CMYK JPEGs, phone photos rotated by an EXIF tag, truncated
 downloads, and the occasional file that is not an image at all.
 
-DESIGN: bad input gets a clear error and loses nothing. Every failure raises
+Bad input gets a clear error and loses nothing. Every failure raises
 :class:`ImageLoadError` whose message says *what* was wrong and *where* (the
 path, ``<bytes>``, ``<file-like>``, ``<array>`` or ``<PIL.Image>``); nothing
 is silently clipped, padded or half-decoded, and no global PIL setting is

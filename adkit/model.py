@@ -1,4 +1,4 @@
-"""AnomalyOV: LLaVA-OneVision + the anomaly expert (paper §3; DESIGN §3 "Into the LLM").
+"""AnomalyOV: LLaVA-OneVision + the anomaly expert (paper §3; docs/architecture.md §3 "Into the LLM").
 
 One pass, one direction:
 

@@ -1,4 +1,4 @@
-"""Images and chats → model tensors (paper §3, §4; DESIGN §2.3, §2.5).
+"""Images and chats → model tensors (paper §3, §4; docs/architecture.md §2.3, §2.5).
 
 * Pixels: anyres tiling of each image into a base view plus S×S crops (single view, padded to
   square with the mean colour, in multi-image samples), normalised with mean/std 0.5.
@@ -164,7 +164,7 @@ class AnomalyOVProcessor:
             else:  # assistant_only: the answer and its <|im_end|>, not the header or trailing "\n"
                 head = len(self.tokenizer.encode(f"<|im_start|>{role}\n", add_special_tokens=False))
                 labels += [IGNORE_INDEX] * head + piece[head:-1] + [IGNORE_INDEX]
-        if self.label_rule == "official":  # DESIGN §2.5: these ids are learned wherever they occur
+        if self.label_rule == "official":  # docs/architecture.md §2.5: these ids are learned wherever they occur
             keep = {self.newline_id, self.im_start_id, self.im_end_id}
             labels = [t if t in keep else lab for t, lab in zip(ids, labels)]
         if add_generation_prompt:

@@ -3,7 +3,7 @@
 Every plotting function takes an optional ``ax`` (or ``axes``) and returns ``(fig, ax)``, so
 it works inline in Jupyter and headless under the Agg backend; nothing happens at import.
 Geometry comes from :mod:`adkit.anyres` (the same functions the processor and model use), so
-what is drawn is what the model packs (paper §3, DESIGN §2.3–2.4 and §3 "Into the LLM").
+what is drawn is what the model packs (paper §3, docs/architecture.md §2.3–2.4 and §3 "Into the LLM").
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _config_and_layout(config_or_processor, height: int, width: int) -> tuple[An
 def draw_crops(image, config_or_processor, ax=None):
     """Draw the anyres canvas of ``image``: the capped image resized-to-fit and centred on
     rows×cols S×S tiles, the black padding bands hatched, and (dashed) the token region kept
-    by ``spatial_unpad`` (DESIGN §2.3–2.4). Tiles are patches with ``gid="tile"``, padding
+    by ``spatial_unpad`` (docs/architecture.md §2.3–2.4). Tiles are patches with ``gid="tile"``, padding
     bands ``gid="padding"``. ``config_or_processor``: preset name, config, processor or model.
     """
     img = load_image(image)
@@ -199,7 +199,7 @@ def show_level_maps(level_maps, fused=None, axes=None, labels=None, cmap="jet"):
 
 def token_strip(layout: ImageLayout, ax=None, annotate: bool = True):
     """One image's LLM block as a horizontal strip: a bar per :meth:`ImageLayout.segments`
-    entry, in sequence order, its width the segment's token count (DESIGN §3 table).
+    entry, in sequence order, its width the segment's token count (docs/architecture.md §3 table).
 
     The bars are ``ax.patches`` in that order. Segments too thin to read (the hint and expert
     tokens are ~1 % of the block) are labelled in a zoomed inset of the block's tail.

@@ -1,4 +1,4 @@
-"""Data-layer throughput: defect synthesis, the instruction pipeline, dedup, Perlin noise (DESIGN §5, §8).
+"""Data-layer throughput: defect synthesis, the instruction pipeline, dedup, Perlin noise (docs/architecture.md §5, §8).
 
 Four measurements, each with its variants timed side by side in one run (one warm-up round, then
 ``--rounds`` rounds whose variant order alternates; medians, with min / max):

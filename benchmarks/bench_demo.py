@@ -1,4 +1,4 @@
-"""Detection through the demo app vs a direct ``model.detect`` call, side by side (DESIGN §8).
+"""Detection through the demo app vs a direct ``model.detect`` call, side by side (docs/architecture.md §8).
 
 Three ways to score the same image file, interleaved in one run:
 

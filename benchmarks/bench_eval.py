@@ -1,4 +1,4 @@
-"""Zero-shot evaluation throughput: batched vs one image at a time, on the expert path (DESIGN §7, §8).
+"""Zero-shot evaluation throughput: batched vs one image at a time, on the expert path (docs/architecture.md §7, §8).
 
 Runs ``adkit.eval.runners.zero_shot`` — the real runner: image loading, ``model.detect`` (tiling,
 vision tower, expert, map stitching), metrics — twice per round on the same images: once with

@@ -1,10 +1,10 @@
 """Anomaly expert speed: ``adkit.AnomalyExpert`` (vectorised) vs the official per-image-loop forward.
 
-DESIGN §3 describes the expert and says the official forward loops over images in Python while
-ours is vectorised; DESIGN §8 says benchmarks print ratios measured side by side in one run
+docs/architecture.md §3 describes the expert and says the official forward loops over images in Python while
+ours is vectorised; docs/architecture.md §8 says benchmarks print ratios measured side by side in one run
 (tests never assert wall-clock times). This script does exactly that, with the SAME weights:
 
-* ``loop``  — a transcription of the official forward written from DESIGN §3: the base view's
+* ``loop``  — a transcription of the official forward written from docs/architecture.md §3: the base view's
   final features repeated for every crop, the class vector and both prompts computed per crop,
   ``F.adaptive_avg_pool2d`` on [N, D, g, g], explicit Q/K attention, and a Python loop over
   images for the global token; it reads the official-key state dict
@@ -46,7 +46,7 @@ from adkit.weights.official import load_into
 
 
 def loop_forward(sd: dict, final: torch.Tensor, levels: list, split_sizes: list[int], cfg: ExpertConfig) -> dict:
-    """The official forward's semantics and structure (DESIGN §3 steps 1–10), one image at a time where it loops."""
+    """The official forward's semantics and structure (docs/architecture.md §3 steps 1–10), one image at a time where it loops."""
     n, p, d = final.shape
     g, k, L = cfg.grid, cfg.pool_size, cfg.num_levels
 

@@ -1,6 +1,6 @@
 """Preset speed: ``small`` preset detect / forward / chat on a laptop-class CPU (issue: real weights).
 
-Measured side by side in one run (DESIGN §8; nothing here is asserted by tests):
+Measured side by side in one run (docs/architecture.md §8; nothing here is asserted by tests):
 
 * first-use conversion time of the offline assets (DINOv2 ONNX → transformers, SmolLM2 GGUF →
   safetensors) into a fresh cache folder, and the cached load time;

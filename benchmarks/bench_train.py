@@ -1,4 +1,4 @@
-"""Training throughput (DESIGN §4, §8): stage-1 images/s with and without the feature cache,
+"""Training throughput (docs/architecture.md §4, §8): stage-1 images/s with and without the feature cache,
 stage-2 tokens/s, peak memory. Ratios are measured side by side in one run.
 
     python benchmarks/bench_train.py                      # tiny preset, CPU (seconds)

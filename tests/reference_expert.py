@@ -1,4 +1,4 @@
-"""A from-scratch transcription of DESIGN §3 (the official expert's semantics), for parity tests.
+"""A from-scratch transcription of docs/architecture.md §3 (the official expert's semantics), for parity tests.
 
 Deliberately naive: plain loops over images and crops, ``F.adaptive_avg_pool2d`` on [D, g, g]
 grids, explicit softmaxes, and weights read by their *official* key names — so it shares no
@@ -26,7 +26,7 @@ def _unit(x):
 
 
 def reference_expert(sd: dict, final: torch.Tensor, levels: list, split_sizes: list[int], pool: int = 2) -> dict:
-    """DESIGN §3 steps 1–10 with official-key weights ``sd``. Returns per-crop/per-image results."""
+    """docs/architecture.md §3 steps 1–10 with official-key weights ``sd``. Returns per-crop/per-image results."""
     n, p, d = final.shape
     g = int(math.isqrt(p))
     maps, signif, selected, queries = [], [], [], []

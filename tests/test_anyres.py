@@ -78,7 +78,7 @@ def test_processor_count_equals_packed_length(hw, expert, single):
 
 
 def test_block_order_follows_design():
-    """Segments appear in DESIGN §3's order, each holding what it should."""
+    """Segments appear in docs/architecture.md §3's order, each holding what it should."""
     geo = TINY
     lay = image_layout(100, 140, geo, hint_tokens=4)
     rows, cols = lay.grid_shape

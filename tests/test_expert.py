@@ -1,4 +1,4 @@
-"""The expert against a from-scratch transcription of DESIGN §3, and the official checkpoint I/O."""
+"""The expert against a from-scratch transcription of docs/architecture.md §3, and the official checkpoint I/O."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_expert_batch_equals_one_image_at_a_time():
 
 def test_paper_geometry_parameter_count_and_shapes():
     expert = AnomalyExpert(ExpertConfig())
-    assert sum(p.numel() for p in expert.parameters()) == 7_086_811  # paper total (DESIGN §3)
+    assert sum(p.numel() for p in expert.parameters()) == 7_086_811  # paper total (docs/architecture.md §3)
     sd = expert.to_official_state_dict()
     assert sd["pooling_layer.0.weight"].shape == (1, 729)
     assert sd["prompt_adaptors.3.weight"].shape == (512, 1024)

@@ -112,3 +112,18 @@ def test_dataset_image_matcher():
 def test_no_dataset_images_in_repo():
     offenders = [f for f in _repo_files() if is_dataset_image(f)]
     assert not offenders, f"dataset images must never be committed (licence): {offenders}"
+
+
+def test_references_point_to_what_users_have():
+    """Docstrings and notebooks cite the paper or docs/architecture.md, never a document users lack,
+    and every section they cite exists there."""
+    text_files = [f for f in _repo_files() if f.endswith((".py", ".ipynb", ".md", ".toml", ".yml"))
+                  and f != "tests/test_hygiene.py"]
+    design = re.compile(r"\bDESIGN\b")
+    offenders = [f for f in text_files if design.search((ROOT / f).read_text(errors="replace"))]
+    assert not offenders, f"cite the paper or docs/architecture.md instead of DESIGN: {offenders}"
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", arch, re.MULTILINE))
+    cited = {m for f in text_files for m in re.findall(r"architecture\.md\s+§(\d+(?:\.\d+)?)",
+                                                       (ROOT / f).read_text(errors="replace"))}
+    assert cited and cited <= sections, f"sections cited but missing in docs/architecture.md: {cited - sections}"

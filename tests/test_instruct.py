@@ -1,4 +1,4 @@
-"""adkit.data.instruct (DESIGN §5, the paper's instruction-data pipeline): each stage on small
+"""adkit.data.instruct (docs/architecture.md §5, the paper's instruction-data pipeline): each stage on small
 in-test samples, then the whole pipeline with all three writers (template, a real tiny
 transformers LM, an OpenAI-compatible server on 127.0.0.1) producing valid LLaVA records."""
 
@@ -47,7 +47,7 @@ def _samples(tmp_path=None):
 
 
 def check_llava(records):
-    """LLaVA conversation JSON structure (DESIGN §5) + our documented "meta" key."""
+    """LLaVA conversation JSON structure (docs/architecture.md §5) + our documented "meta" key."""
     for r in records:
         assert set(r) <= {"id", "image", "conversations", "meta"} and isinstance(r["image"], str)
         turns = r["conversations"]

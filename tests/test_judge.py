@@ -1,4 +1,4 @@
-"""adkit.eval.judge (DESIGN §7 GPT-score): prompt, score parsing, the OpenAI-compatible HTTP judge
+"""adkit.eval.judge (docs/architecture.md §7 GPT-score): prompt, score parsing, the OpenAI-compatible HTTP judge
 against a real local test server (a stand-in for the paid service), and a local SmolLM2 judge."""
 
 from __future__ import annotations

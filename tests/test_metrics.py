@@ -1,4 +1,4 @@
-"""adkit.eval.metrics against scikit-learn (DESIGN §7): AUROC, ROC, F1-max, detection, parsers."""
+"""adkit.eval.metrics against scikit-learn (docs/architecture.md §7): AUROC, ROC, F1-max, detection, parsers."""
 
 from __future__ import annotations
 

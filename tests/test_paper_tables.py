@@ -1,5 +1,5 @@
 """adkit.eval.paper: the packaged copies of the paper's Tables 2, 4 and 8 (Xu et al., CVPR 2025,
-arXiv 2502.07601) and the side-by-side rows the kit appends (DESIGN §7)."""
+arXiv 2502.07601) and the side-by-side rows the kit appends (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chat rendering, placeholder expansion and the label-masking rules (DESIGN §2.5)."""
+"""Chat rendering, placeholder expansion and the label-masking rules (docs/architecture.md §2.5)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_image_count_mismatch_is_reported(tok, photo):
 
 def test_hint_ids_come_from_the_tokenizer(tok):
     p = AnomalyOVProcessor(get_preset("paper-0.5b"), tok)
-    # the official ids (DESIGN §3), produced here by the real Qwen2 tokenizer, not typed into the kit
+    # the official ids (docs/architecture.md §3), produced here by the real Qwen2 tokenizer, not typed into the kit
     assert p.hint_ids == [[4197, 10078, 31327, 4419, 25, 220], [4197, 69251, 31327, 4419, 25, 220],
                           [4197, 7548, 31327, 4419, 25, 220]]
 

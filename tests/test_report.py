@@ -1,4 +1,4 @@
-"""adkit.eval.report.write_report: CSV + markdown + figures for every runner result (DESIGN §7)."""
+"""adkit.eval.report.write_report: CSV + markdown + figures for every runner result (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

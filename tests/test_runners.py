@@ -1,4 +1,4 @@
-"""adkit.eval.runners and `adkit eval ...` (DESIGN §7): the tiny preset on a handful of real
+"""adkit.eval.runners and `adkit eval ...` (docs/architecture.md §7): the tiny preset on a handful of real
 images in memory and on disk, a real judge over HTTP on 127.0.0.1, the CLI in-process."""
 
 from __future__ import annotations

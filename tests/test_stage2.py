@@ -38,7 +38,7 @@ def test_collator_batches_and_the_label_mask_by_hand(tiny, records):
     for k in ref:
         assert torch.equal(batch[k], ref[k]), k
     tok, proc = tiny.tokenizer, tiny.processor
-    # by hand, row 0 (answer "No.", shorter → right padding): official rule (DESIGN §2.5)
+    # by hand, row 0 (answer "No.", shorter → right padding): official rule (docs/architecture.md §2.5)
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     n = int(batch["attention_mask"][0].sum())
     assert n < len(ids)

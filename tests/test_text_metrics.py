@@ -1,4 +1,4 @@
-"""adkit.eval.text (DESIGN §7 reasoning metrics): ROUGE-L against hand-computed LCS and against
+"""adkit.eval.text (docs/architecture.md §7 reasoning metrics): ROUGE-L against hand-computed LCS and against
 rouge_score itself; Sentence-BERT cosine with the packaged all-MiniLM-L6-v2, offline."""
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def test_budget_table_matches_token_budget_and_plot():
         b = adkit.token_budget(h, w, preset="paper-0.5b")
         assert r == dict(size=(h, w), grid=b.layout.grid_shape, visual=b.visual, hint=b.hint,
                          expert=b.expert, total=b.total)
-    assert [r["visual"] for r in rows] == [1485, 4725, 7371]  # DESIGN §2.4 worked counts
+    assert [r["visual"] for r in rows] == [1485, 4725, 7371]  # docs/architecture.md §2.4 worked counts
     _, ax = viz.plot_budget(rows)
     visual, hint, expert = ax.containers
     assert [p.get_height() for p in visual] == [r["visual"] for r in rows]

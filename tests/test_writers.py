@@ -1,4 +1,4 @@
-"""adkit.data.writers (DESIGN §5 pluggable writers): the offline template writer's variety and
+"""adkit.data.writers (docs/architecture.md §5 pluggable writers): the offline template writer's variety and
 determinism, a real tiny transformers LM end to end, and the OpenAI-compatible writer against a
 real HTTP server on 127.0.0.1 (success, images as data URLs, HTTP 500, bad JSON, timeout)."""
 

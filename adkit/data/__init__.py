@@ -1,4 +1,4 @@
-"""Data for Anomaly-OV (DESIGN §5).
+"""Data for Anomaly-OV (docs/architecture.md §5).
 
 - ``records``: :class:`AnomalySample`, the one record every source yields, and :class:`DataError`.
 - ``synth``: eight defect families on any image (mask, box, location, severity).

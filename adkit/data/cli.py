@@ -18,7 +18,7 @@ exit codes: 0 ok, 1 --check found differences, 2 bad input"""
 
 def register(sub, tools) -> None:
     p = sub.add_parser("data", formatter_class=tools.fmt, help="sample sets, anomaly synthesis, instruction data",
-                       description="Data for Anomaly-OV (DESIGN §5): the kit's sample sets, synthetic anomalies on\n"
+                       description="Data for Anomaly-OV (docs/architecture.md §5): the kit's sample sets, synthetic anomalies on\n"
                                    "license-clean images, and the paper's instruction-data pipeline.",
                        epilog=DATA_HELP)
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=tools.Parser)

@@ -1,4 +1,4 @@
-"""ELPV: 2,624 electroluminescence images of solar cells (DESIGN §6), for zero-shot TESTS only.
+"""ELPV: 2,624 electroluminescence images of solar cells (docs/architecture.md §6), for zero-shot TESTS only.
 
 One of the paper's nine zero-shot benchmarks (Table 2; their expert: 83.0 AUROC). The images
 come from the ``elpv-dataset`` PyPI package and stay in memory: they are CC BY-NC-SA 4.0, so
@@ -61,7 +61,7 @@ def _allocate(sizes: dict, n: int) -> dict:
 
 def load_elpv(limit: int | None = None, seed: int = 0, threshold: float = 0.0,
               by_type: bool = False, protocol: str = "graded") -> list[AnomalySample]:
-    """ELPV solar-cell electroluminescence images (``elpv-dataset`` package; DESIGN §6).
+    """ELPV solar-cell electroluminescence images (``elpv-dataset`` package; docs/architecture.md §6).
 
     **Test only: never train or tune on ELPV** (it is one of the paper's zero-shot benchmarks;
     data CC BY-NC-SA 4.0: never write these images into the repository).

@@ -1,4 +1,4 @@
-"""The paper's automatic instruction-data pipeline (DESIGN §5; paper §3.3, Anomaly-Instruct-125k).
+"""The paper's automatic instruction-data pipeline (docs/architecture.md §5; paper §3.3, Anomaly-Instruct-125k).
 
 Each stage is a plain function, so a notebook can show one record before and after it:
 
@@ -16,7 +16,7 @@ Each stage is a plain function, so a notebook can show one record before and aft
     6. `deduplicate`   near-duplicate images (feature cosine > 0.99) removed, keep-first.
     7. `build_instructions` runs them all and returns LLaVA records.
 
-Output records are LLaVA conversation JSON (DESIGN §5) plus one documented extra key:
+Output records are LLaVA conversation JSON (docs/architecture.md §5) plus one documented extra key:
 ``{"id", "image", "conversations", "meta": {"writer", "category", "defect", "label", "source",
 "hint"}}`` — LLaVA's loaders ignore unknown top-level keys; ``meta["writer"]`` names the writer
 because text from different writers is not interchangeable (``with_meta=False`` drops ``meta``;

@@ -1,11 +1,11 @@
-"""Dataset loaders: MVTec AD, VisA (1-class split), generic user folders, ELPV (DESIGN §5, §6).
+"""Dataset loaders: MVTec AD, VisA (1-class split), generic user folders, ELPV (docs/architecture.md §5, §6).
 
 Every loader returns ``list[AnomalySample]`` (``adkit.data.records``) sorted by ``id``, so two
 runs over the same files give the same order. Images are ``Path``s (decoded lazily by
 ``AnomalySample.load_image``) except ELPV, which the PyPI package holds in memory. Anything
 the user can fix raises :class:`DataError` naming the path and the problem.
 
-Layouts (DESIGN §5 "Folder layouts users will bring"):
+Layouts (docs/architecture.md §5 "Folder layouts users will bring"):
 
 * MVTec AD  ``<root>/<cat>/{train/good, test/good, test/<defect>, ground_truth/<defect>/<name>_mask.png}``
 * VisA 1-class split (``prepare_data.py --split-type 1cls`` of amazon-science/spot-diff)
@@ -15,7 +15,7 @@ Layouts (DESIGN §5 "Folder layouts users will bring"):
   original download with ``split_csv/1cls.csv`` (columns object,split,label,image,mask, paths
   relative to the root) is read when no ``<cat>/train|test`` folders exist.
 * generic folder: see :func:`load_folder`.
-* ELPV: :mod:`adkit.data.elpv` (test only: never train or tune on it, DESIGN §6).
+* ELPV: :mod:`adkit.data.elpv` (test only: never train or tune on it, docs/architecture.md §6).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Noise fields and soft shapes the defect families are drawn with (:mod:`adkit.data.synth`).
 
-``perlin_noise`` is classic gradient noise (DRAEM's anomaly masks, DESIGN §5) computed for the
+``perlin_noise`` is classic gradient noise (DRAEM's anomaly masks, docs/architecture.md §5) computed for the
 whole grid at once: random unit gradients on a lattice, dot products with the four corner
 offsets, quintic fade, bilinear blend — no per-pixel Python loop (benchmarks/bench_data.py
 compares it with one). ``fractal_noise`` sums octaves; the private helpers draw blobs, strokes,

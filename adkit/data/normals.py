@@ -1,7 +1,7 @@
 """License-clean normal images: categories, fixed splits, and synthetic anomaly samples.
 
 Why: the paper trains on MVTec AD / Anomaly-Instruct and tests zero-shot on held-out classes
-(DESIGN §5, §7). Those images may not be redistributed, so the kit ships its own categories:
+(docs/architecture.md §5, §7). Those images may not be redistributed, so the kit ships its own categories:
 three CC0 textures bundled with scikit-image (offline, checked by tests), procedural textures
 (numpy) and procedural objects (:mod:`adkit.data.objects`). Every category has a *fixed* split
 ("train" / "val" / "test"), so a model trained on the train categories and scored on the test

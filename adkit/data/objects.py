@@ -1,6 +1,6 @@
 """Procedural industrial objects: shaded 2D renders with an exact foreground mask.
 
-Why: MVTec AD / VisA object photos may not be redistributed (DESIGN §5), yet the expert and the
+Why: MVTec AD / VisA object photos may not be redistributed (docs/architecture.md §5), yet the expert and the
 instruction pipeline need *object* categories (defects on the part, not on the background).
 Each object here is a signed-distance shape (coverage → anti-aliased mask), a height field
 (→ surface normals) and an albedo; :func:`_shade` lights it (ambient + Lambert + Blinn-Phong

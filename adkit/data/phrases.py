@@ -1,4 +1,4 @@
-"""Phrase bank of the offline :class:`~adkit.data.writers.TemplateWriter` (DESIGN §5).
+"""Phrase bank of the offline :class:`~adkit.data.writers.TemplateWriter` (docs/architecture.md §5).
 
 The paper has a strong MLLM (GPT-4o) write the descriptions and conversations of
 Anomaly-Instruct-125k. Offline we compose them from this bank instead: sentence frames with

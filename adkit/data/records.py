@@ -1,4 +1,4 @@
-"""The one record every data source yields and every consumer reads (DESIGN §5).
+"""The one record every data source yields and every consumer reads (docs/architecture.md §5).
 
 Loaders (MVTec AD, VisA, generic folders, ELPV), the synthetic generator and the sample
 sets all produce :class:`AnomalySample`; stage-1 training and the zero-shot runners only

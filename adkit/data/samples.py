@@ -57,7 +57,7 @@ class SampleCounts:
 
 COUNTS = {"train": SampleCounts(2, 2, 4), "val": SampleCounts(1, 3, 4), "test": SampleCounts(1, 4, 4)}
 
-# The VisA-D&R reasoning turns (DESIGN §5): low-level description, then cause, effect, prevention.
+# The VisA-D&R reasoning turns (docs/architecture.md §5): low-level description, then cause, effect, prevention.
 REASONING_QUESTIONS = (
     ("describe", "Describe the anomaly in the image."),
     ("cause", "What could be the cause of this anomaly?"),

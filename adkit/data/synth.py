@@ -1,6 +1,6 @@
 """Defect synthesis: paint a localised anomaly with its exact mask onto a normal image.
 
-Why: the paper's expert is trained on real defect masks (MVTec AD / Anomaly-Instruct, DESIGN §5),
+Why: the paper's expert is trained on real defect masks (MVTec AD / Anomaly-Instruct, docs/architecture.md §5),
 which may not be redistributed. Synthetic anomalies give license-clean, pixel-exact ground truth
 for training, tests and notebooks. Eight families cover the usual industrial defect types plus the
 two self-supervised recipes the field leans on: CutPaste (Li et al., CVPR 2021: a patch moved

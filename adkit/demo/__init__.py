@@ -1,4 +1,4 @@
-"""The presenter's web app (Gradio): anomaly score, map, crops, tokens and a chat (DESIGN §8).
+"""The presenter's web app (Gradio): anomaly score, map, crops, tokens and a chat (docs/architecture.md §8).
 
 ``build_demo(pipeline) -> gr.Blocks`` lives in :mod:`adkit.demo.app` and imports Gradio only
 when called; the plain handler functions are in :mod:`adkit.demo.handlers`; ``adkit demo``

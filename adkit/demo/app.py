@@ -1,4 +1,4 @@
-"""The presenter's app: ``build_demo(pipeline) -> gr.Blocks`` (DESIGN §8 "Gradio").
+"""The presenter's app: ``build_demo(pipeline) -> gr.Blocks`` (docs/architecture.md §8 "Gradio").
 
 Left: preset, image (upload / webcam / clipboard / examples), threshold. Right: anomaly
 score, verdict, and three views — the anomaly map overlay, the anyres crops, the selected

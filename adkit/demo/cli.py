@@ -1,4 +1,4 @@
-"""``adkit demo``: start the presenter's web app on this machine (DESIGN §8 "Gradio").
+"""``adkit demo``: start the presenter's web app on this machine (docs/architecture.md §8 "Gradio").
 
 Registered by :mod:`adkit.cli` through ``register(subparsers, tools)``. The app listens on
 127.0.0.1 by default; any other address must be asked for with ``--allow-remote``, and a

@@ -8,10 +8,10 @@ What the presenter's app (:mod:`adkit.demo.app`) shows, and where it comes from:
   ``score >= threshold`` (the CLI's rule; the slider starts at the method's calibrated threshold);
 * **overlay** — the fused anomaly map (mean of the base-view map and the stitched crop maps,
   :meth:`AnomalyOV.detect`) blended over the photo with the ``jet`` colour map;
-* **crops / selected tokens** — the anyres canvas (:func:`adkit.viz.draw_crops`, DESIGN
+* **crops / selected tokens** — the anyres canvas (:func:`adkit.viz.draw_crops`, docs/architecture.md
   §2.3–2.4) and, per tile, where each of the pool² selector queries looks (paper §3.3 step 8);
 * **chat** — :meth:`AnomalyOV.chat` streamed token by token (transformers'
-  ``TextIteratorStreamer``), the paper's VisA-D&R prompts as suggestions (DESIGN §5).
+  ``TextIteratorStreamer``), the paper's VisA-D&R prompts as suggestions (docs/architecture.md §5).
 
 Every bad upload ends in a :class:`DemoInputError` whose message a person can act on.
 """
@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..images import ImageLoadError, load_image
 
-#: The paper's prompts (VisA-D&R: detection, then low-level and complex reasoning; DESIGN §5).
+#: The paper's prompts (VisA-D&R: detection, then low-level and complex reasoning; docs/architecture.md §5).
 PAPER_PROMPTS = (
     "Are there any defects for the object in the image? Please reply with 'Yes' or 'No'.",
     "Describe the anomaly in detail.",

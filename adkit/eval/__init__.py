@@ -1,4 +1,4 @@
-"""Evaluation of Anomaly-OV's protocols (DESIGN §7).
+"""Evaluation of Anomaly-OV's protocols (docs/architecture.md §7).
 
 - ``metrics``: pure functions over arrays (AUROC, ROC, pixel AUROC, F1-max, per-class / macro,
   Yes/No parsers, detection scores), each tested against sklearn or a hand computation.

@@ -1,4 +1,4 @@
-"""``adkit eval zero-shot`` and ``adkit eval visa-dr`` (DESIGN §7; runners in adkit/eval/runners.py).
+"""``adkit eval zero-shot`` and ``adkit eval visa-dr`` (docs/architecture.md §7; runners in adkit/eval/runners.py).
 
 Imports cheaply: the model, loaders and metrics are imported inside the handlers.
 
@@ -58,7 +58,7 @@ JSON_HELP = ("print one JSON object on stdout instead of the text summary: the s
 
 def register(subparsers, tools) -> None:
     ev = subparsers.add_parser("eval", help="evaluate a model (zero-shot AUROC, VisA-D&R)",
-                               description="Evaluation protocols of the paper (DESIGN §7).")
+                               description="Evaluation protocols of the paper (docs/architecture.md §7).")
     sub = ev.add_subparsers(dest="eval_command", metavar="PROTOCOL", parser_class=tools.Parser)
     sub.required = True
 

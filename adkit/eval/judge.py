@@ -1,4 +1,4 @@
-"""The GPT-score of the reasoning protocol (DESIGN §7; paper §4.1, VisA-D&R): a judge model
+"""The GPT-score of the reasoning protocol (docs/architecture.md §7; paper §4.1, VisA-D&R): a judge model
 rates an answer 1-10 against the reference answer.
 
     Prompt     `JUDGE_SYSTEM` + `JUDGE_TEMPLATE` (fixed; `build_messages` fills in the question,
@@ -11,7 +11,7 @@ rates an answer 1-10 against the reference answer.
                ``/v1/chat/completions`` server over plain HTTP (``urllib``, no ``openai``
                package), and `TransformersJudge`, a local chat model decoded greedily.
 
-The judge is pluggable and its name is recorded in every `JudgeResult` (DESIGN §7: "always
+The judge is pluggable and its name is recorded in every `JudgeResult` (docs/architecture.md §7: "always
 named in the results"), because scores from different judges are not comparable. Decoding is
 deterministic (temperature 0 / greedy). Nothing here downloads anything.
 """

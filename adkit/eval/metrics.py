@@ -1,4 +1,4 @@
-"""Evaluation metrics of Anomaly-OV's protocols (DESIGN §7; paper §4.1 "Evaluation").
+"""Evaluation metrics of Anomaly-OV's protocols (docs/architecture.md §7; paper §4.1 "Evaluation").
 
 Pure functions over numpy arrays; no torch and no scikit-learn, so the kit's numbers are its
 own (tests/test_metrics.py checks every one against scikit-learn to 1e-12).
@@ -64,7 +64,7 @@ def auroc(labels, scores) -> float:
     """Area under the ROC curve: P(score of an anomaly > score of a normal), ties counting 1/2.
 
     Computed as the Mann–Whitney U statistic with average ranks for tied scores, which equals
-    the trapezoidal area under `roc_curve` (and scikit-learn's `roc_auc_score`). DESIGN §7: the
+    the trapezoidal area under `roc_curve` (and scikit-learn's `roc_auc_score`). docs/architecture.md §7: the
     expert's zero-shot image AUROC; use `per_class` + `macro` for the paper's averaging.
     """
     y, s = _check(labels, scores)
@@ -107,7 +107,7 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> float:
-    """Pixel-level AUROC: every pixel of every image is one sample (DESIGN §7, localisation).
+    """Pixel-level AUROC: every pixel of every image is one sample (docs/architecture.md §7, localisation).
 
     `masks[i]` is the [H, W] ground-truth mask (nonzero = anomalous pixel) and `maps[i]` the
     [H, W] `anomaly_map` of image i, already resized to the mask; sizes may differ between images.
@@ -147,7 +147,7 @@ def per_class(metric: Callable, labels, scores, classes) -> dict[Hashable, float
     """`metric(labels, scores)` within each class: {class: value}, classes in sorted order.
 
     The paper reports every number per class, then averaged over classes (`macro`), not pooled
-    over all images (DESIGN §7). A metric returning (value, extra), like `f1_max`, contributes
+    over all images (docs/architecture.md §7). A metric returning (value, extra), like `f1_max`, contributes
     its value. `scores` may be anything numpy indexes, e.g. an array of answers for
     `lambda y, a: detection_scores(a, y)["f1"]`.
     """
@@ -183,7 +183,7 @@ def parse_yes_no(answer: str, rule: str = "first_word") -> bool | None:
         anything else (including "") -> None. "**No**" -> False, "yes—a crack" -> True,
         "I see no defect" -> None.
     rule="official_substring": the official VisA-D&R parser, kept only for parity with the
-        paper's numbers (DESIGN §7): anomalous iff "Yes" or "yes" is a substring. It never
+        paper's numbers (docs/architecture.md §7): anomalous iff "Yes" or "yes" is a substring. It never
         returns None, is case-sensitive ("YES" -> False) and matches inside words:
         "No, but the eyes are red" -> True because of "eyes".
     """
@@ -199,7 +199,7 @@ def parse_yes_no(answer: str, rule: str = "first_word") -> bool | None:
 
 
 def detection_scores(answers: Sequence[str], labels, rule: str = "first_word") -> dict:
-    """Accuracy, precision, recall, F1 of parsed yes/no answers, anomaly = positive (DESIGN §7).
+    """Accuracy, precision, recall, F1 of parsed yes/no answers, anomaly = positive (docs/architecture.md §7).
 
     Decision: an answer the rule cannot parse counts as predicted *normal* — what the official
     substring parser does with every answer lacking "yes" — and the number of such answers is

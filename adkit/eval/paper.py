@@ -1,4 +1,4 @@
-"""The Anomaly-OV paper's published numbers, for side-by-side tables (DESIGN §7).
+"""The Anomaly-OV paper's published numbers, for side-by-side tables (docs/architecture.md §7).
 
 Packaged copies of the paper's tables live in ``adkit/eval/paper_tables/`` (see SOURCE.md
 there: Xu et al., CVPR 2025, arXiv 2502.07601):

@@ -1,4 +1,4 @@
-"""Evaluation reports: CSV + markdown + figures for each runner's result (DESIGN §7).
+"""Evaluation reports: CSV + markdown + figures for each runner's result (docs/architecture.md §7).
 
     write_report(result, out_dir) → {name: path}
 

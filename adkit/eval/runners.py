@@ -1,4 +1,4 @@
-"""Evaluation runners: the paper's three protocols end to end (paper §4.1; DESIGN §7).
+"""Evaluation runners: the paper's three protocols end to end (paper §4.1; docs/architecture.md §7).
 
     zero_shot            the expert alone (`model.detect`, batched): image AUROC per class,
                          then macro over classes (paper Table 2); pixel AUROC where masks

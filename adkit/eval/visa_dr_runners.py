@@ -1,4 +1,4 @@
-"""VisA-D&R runners (paper Table 4; DESIGN §5, §7): MLLM detection and multi-turn reasoning.
+"""VisA-D&R runners (paper Table 4; docs/architecture.md §5, §7): MLLM detection and multi-turn reasoning.
 
     visa_dr_detection    greedy answers to the VisA-D&R Yes/No prompt (batched `generate`):
                          accuracy / precision / recall / F1 per class, then macro over classes,
@@ -159,7 +159,7 @@ def visa_dr_reasoning(model, bench, judge=None, max_new_tokens: int = 128, batch
             qs = [chunk[k].turns[t][0] for k in live]
             outs = generate_answers(model, [images[k] for k in live], [histories[k] for k in live], qs, max_new_tokens)
             for k, q, a in zip(live, qs, outs):
-                histories[k].append((q, a))  # the model's own answer is the history (DESIGN §7)
+                histories[k].append((q, a))  # the model's own answer is the history (docs/architecture.md §7)
                 records.append({"item": start + k, "category": str(chunk[k].category), "turn": t, "kind": turn_kind(t),
                                 "question": q, "reference": chunk[k].turns[t][1], "answer": a})
         bar.update(len(chunk))

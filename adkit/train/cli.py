@@ -1,4 +1,4 @@
-"""``adkit train stage1|stage2``: the two training stages from the command line (DESIGN §4).
+"""``adkit train stage1|stage2``: the two training stages from the command line (docs/architecture.md §4).
 
 Every field of :class:`Stage1Config` / :class:`Stage2Config` is a flag of the same name
 (``micro_batch_size`` → ``--micro-batch-size``), so ``config.launch_command(...)`` and this

@@ -1,4 +1,4 @@
-"""On-disk cache of the frozen tower's features for stage-1 training (DESIGN §4 "Stage 1").
+"""On-disk cache of the frozen tower's features for stage-1 training (docs/architecture.md §4 "Stage 1").
 
 In stage 1 the vision tower is frozen, so the expert's inputs for an image never change:
 run the tower once per image, store its tiles' features, and train the expert from the

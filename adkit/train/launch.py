@@ -1,4 +1,4 @@
-"""Run configurations and the scale-out entry point (DESIGN §4 "Scale-out").
+"""Run configurations and the scale-out entry point (docs/architecture.md §4 "Scale-out").
 
 :class:`Stage1Config` and :class:`Stage2Config` hold every knob of a run (light dataclasses:
 the CLI builds its flags from them without importing torch). No home-made engine: This module is ``adkit train ...`` under a launcher:
@@ -30,7 +30,7 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Qwen
 
 @dataclass
 class Stage1Config:
-    """Stage-1 hyper-parameters (DESIGN §4 defaults). ``batch_size`` is the global batch."""
+    """Stage-1 hyper-parameters (docs/architecture.md §4 defaults). ``batch_size`` is the global batch."""
 
     epochs: int = 2
     batch_size: int = 128  # global: micro_batch_size × accumulation × processes
@@ -55,7 +55,7 @@ class Stage1Config:
 
 @dataclass
 class Stage2Config:
-    """Stage-2 hyper-parameters (DESIGN §4 defaults). ``batch_size`` is the global batch."""
+    """Stage-2 hyper-parameters (docs/architecture.md §4 defaults). ``batch_size`` is the global batch."""
 
     epochs: float = 1.0
     batch_size: int = 16  # global: micro_batch_size × accumulation × processes
@@ -71,7 +71,7 @@ class Stage2Config:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: str = LORA_TARGETS
-    label_rule: str = "official"  # or "assistant_only" (DESIGN §2.5)
+    label_rule: str = "official"  # or "assistant_only" (docs/architecture.md §2.5)
     image_folder: str | None = field(default=None, metadata={"type": str})  # LLaVA "image" paths are relative to it
     max_steps: int | None = field(default=None, metadata={"type": int})
     save_steps: int | None = field(default=None, metadata={"type": int})

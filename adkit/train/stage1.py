@@ -1,4 +1,4 @@
-"""Stage 1: train the anomaly expert on a frozen tower (paper §3.4 / §4.1; DESIGN §4).
+"""Stage 1: train the anomaly expert on a frozen tower (paper §3.4 / §4.1; docs/architecture.md §4).
 
 Recipe: only ``model.expert`` trains; balanced BCE on the image score with class weights
 N / (2·N_c); AdamW lr 1e-4; ``CosineAnnealingWarmRestarts`` with T_0 = half an epoch in

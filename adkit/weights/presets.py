@@ -1,4 +1,4 @@
-"""Loaders of the paper presets: llava-hf weights + the official expert checkpoint (DESIGN §1).
+"""Loaders of the paper presets: llava-hf weights + the official expert checkpoint (docs/architecture.md §1).
 
 Nothing here downloads unless the caller allows it: by default transformers is asked for
 local files only, and a missing file ends in one message that names what to get and where

