@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from transformers import Dinov2Config, LlamaConfig, Qwen2Config, SiglipVisionConfig
 from transformers.configuration_utils import PreTrainedConfig
 
-from .geometry import Geometry  # noqa: F401  (defined without transformers; re-exported here)
+from .geometry import PRESET_GEOMETRY, Geometry  # noqa: F401  (defined without transformers; Geometry re-exported)
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 HINT_TEMPLATE = "with {level} suspicious features: "
@@ -175,10 +175,8 @@ def _tiny() -> AnomalyOVConfig:
         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
         max_position_embeddings=4096, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
     )
-    # The paper caps the long side at 1024 = 2.67 tiles; the same ratio at tile 56 is ~149 px.
-    geometry = Geometry(tile_size=56, patch_size=8, max_long_side=150)
     return AnomalyOVConfig(
-        name="tiny", vision=vision, text=text, geometry=geometry, feature_levels=(1, 2, 3, 4),
+        name="tiny", vision=vision, text=text, geometry=PRESET_GEOMETRY["tiny"], feature_levels=(1, 2, 3, 4),
         expert_dims=dict(embed_dim=16, class_dim=16, attention_dim=16, score_hidden=16),
     )
 
@@ -187,7 +185,7 @@ def _paper(size: str) -> AnomalyOVConfig:
     vision = _siglip_so400m_26()
     return AnomalyOVConfig(
         name=f"paper-{size}", vision=vision, text=_qwen2(size),
-        geometry=Geometry(tile_size=vision.image_size, patch_size=vision.patch_size),
+        geometry=PRESET_GEOMETRY[f"paper-{size}"],  # tile = vision.image_size, patch = vision.patch_size
         # hidden_states[k] is the output of encoder layer k (index 0 = embeddings); the
         # official code's `i-1 in [6,12,18,24]` selects these four (docs/architecture.md §2.1).
         feature_levels=(7, 13, 19, 25),
@@ -214,9 +212,7 @@ def _small() -> AnomalyOVConfig:
                        max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5)
     return AnomalyOVConfig(
         name="small", vision=vision, text=text,
-        # DINOv2 was trained on ImageNet-normalised pixels (SigLIP's 0.5/0.5 would shift them)
-        geometry=Geometry(tile_size=224, patch_size=14, max_long_side=448,
-                          image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
+        geometry=PRESET_GEOMETRY["small"],
         feature_levels=(3, 6, 9, 11), has_cls_token=True, tokenizer="smollm2",
         # training-free levels chosen on the kit's val + held-out synthetic categories, never ELPV
         # (MODEL_CARD.md); the shipped expert is the "+ prior" variant on hidden_states[9]

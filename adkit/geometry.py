@@ -6,9 +6,10 @@ need only that geometry and one number the tokenizer decides, the token length o
 phrase, so both are kept here per preset and the budget of a preset name is pure arithmetic
 (:func:`adkit.anyres.image_layout`): no torch, no transformers, no tokenizer build.
 
-The two tables mirror :func:`adkit.config.get_preset` and the offline tokenizers; they are
-not a second source of truth but a cache of it, and ``tests/test_budget.py`` fails when they
-drift (same Geometry, same hint length from the real tokenizer, same budgets over many sizes).
+``PRESET_GEOMETRY`` is where the presets' geometry is written (``adkit.config`` builds the
+presets from it); ``PRESET_HINT_TOKENS`` caches what the offline tokenizers give, and
+``tests/test_budget.py`` fails when it drifts (hint length from the real tokenizer, the tile
+and patch sizes of each vision config, the same budgets over many sizes).
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ class Geometry:
         return [(i * s, j * s) for i in range(1, self.max_grid + 1) for j in range(1, self.max_grid + 1)]
 
 
-#: Each preset's :class:`Geometry`, equal to ``adkit.config.get_preset(name).geometry``.
+#: Each preset's :class:`Geometry` (its one home: ``adkit.config``'s presets take it from here).
 PRESET_GEOMETRY: dict[str, Geometry] = {
+    # the paper caps the long side at 1024 = 2.67 tiles; the same ratio at tile 56 is ~149 px
     "tiny": Geometry(tile_size=56, patch_size=8, max_long_side=150),
+    # DINOv2 was trained on ImageNet-normalised pixels (SigLIP's 0.5/0.5 would shift them)
     "small": Geometry(tile_size=224, patch_size=14, max_long_side=448,
                       image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
     "paper-0.5b": Geometry(tile_size=384, patch_size=14),

@@ -50,7 +50,9 @@ def test_tables_cover_every_preset_and_mirror_the_configs(configs):
 
     assert set(PRESET_GEOMETRY) == set(PRESET_HINT_TOKENS) == set(CONFIG_PRESETS) == set(PRESETS)
     for p, config in configs.items():
-        assert PRESET_GEOMETRY[p] == config.geometry, p
+        assert config.geometry is PRESET_GEOMETRY[p], p  # the presets take their geometry from one home
+        g = config.geometry  # ... and it fits the tower it feeds
+        assert (g.tile_size, g.patch_size) == (config.vision.image_size, config.vision.patch_size), p
         tok = load_tokenizer(config.tokenizer)
         lengths = {len(tok.encode(h, add_special_tokens=False)) for h in config.hint_phrases()}
         assert lengths == {PRESET_HINT_TOKENS[p]}, (p, lengths)
