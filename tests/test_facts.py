@@ -3,6 +3,8 @@ The template writer's references name the true family and cell, so they must sco
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -65,3 +67,25 @@ def test_fact_check_on_tiny(tiny):
     assert 0 <= res.family_rate <= 1 and 0 <= res.location_rate <= 1 and 0 <= res.rouge_l <= 1
     assert set(res.detection) == {"accuracy", "precision", "recall", "f1"}
     assert all(r["predicted"] in (0, 1) for r in res.rows)
+
+
+def test_cli_json_equals_text_and_file(tmp_path, capsys):
+    from adkit.cli import main
+
+    root = tmp_path / "data"
+    for s in synthetic(6):
+        kind = s.defect if s.label else "good"
+        (root / "tile" / "test" / kind).mkdir(parents=True, exist_ok=True)
+        s.load_image().save(root / "tile" / "test" / kind / f"{s.id}.png")
+        if s.label:
+            (root / "tile" / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(s.load_mask().astype("uint8") * 255).save(root / "tile" / "ground_truth" / kind / f"{s.id}_mask.png")
+    args = ["eval", "facts", "--mvtec", str(root), "--preset", "tiny", "--max-new-tokens", "4", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert main(args + ["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "out" / "facts.json").read_text())
+    assert doc["n"] == 6 and len(saved["rows"]) == 6
+    assert f"F1 {doc['detection']['f1']:.3f}" in text and doc["detection"] == saved["detection"]
+    assert f"location {doc['location_rate']:.1%}" in text

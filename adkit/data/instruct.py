@@ -40,11 +40,12 @@ from . import phrases as P
 from .records import AnomalySample, DataError
 from .writers import Writer, WriterError, defect_words
 
-__all__ = ["hint", "sample_context", "location_from_mask", "extent_from_mask", "severity_word", "mask_boxes",
+__all__ = ["LOCATION_CELLS", "hint", "sample_context", "location_from_mask", "extent_from_mask", "severity_word", "mask_boxes",
            "draw_boxes", "describe", "conversations", "detection_counts", "balance", "deduplicate",
            "build_instructions"]
 
-_GRID = (("top left", "top", "top right"), ("left", "center", "right"), ("bottom left", "bottom", "bottom right"))
+#: the 3×3 location words of hints and answers (rows top→bottom, columns left→right)
+LOCATION_CELLS = (("top left", "top", "top right"), ("left", "center", "right"), ("bottom left", "bottom", "bottom right"))
 
 
 def _ndimage():
@@ -75,7 +76,7 @@ def location_from_mask(mask: np.ndarray | None) -> str | None:
     sizes = np.bincount(labels.ravel())[1:]  # (n,) pixels per component
     cy, cx = _ndimage().center_of_mass(labels == (int(np.argmax(sizes)) + 1))
     h, w = labels.shape
-    return _GRID[min(int(3 * cy / h), 2)][min(int(3 * cx / w), 2)]
+    return LOCATION_CELLS[min(int(3 * cy / h), 2)][min(int(3 * cx / w), 2)]
 
 
 def extent_from_mask(mask: np.ndarray | None) -> str | None:

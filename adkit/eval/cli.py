@@ -132,7 +132,8 @@ def register(subparsers, tools) -> None:
     f.add_argument("--max-new-tokens", type=int, default=96, metavar="N",
                    help="tokens per description (default: 96)")
     _common(f, tools)
-    f.set_defaults(func=lambda args: cmd_facts(args, tools))
+    _add_json(f)
+    f.set_defaults(func=_handler(cmd_facts, tools))
     z.set_defaults(func=_handler(cmd_zero_shot, tools))
     d.set_defaults(func=_handler(cmd_visa_dr, tools))
 
@@ -392,7 +393,6 @@ def cmd_visa_dr(args, tools) -> int:
 
 
 def cmd_facts(args, tools) -> int:
-    import json
     import random
 
     from ..data.loaders import load_mvtec
@@ -409,19 +409,23 @@ def cmd_facts(args, tools) -> int:
     res = fact_check(model, samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                      progress=not args.no_progress, seed=args.seed)
     d = res.detection
-    described = sum("answer" in r for r in res.rows)
-    print(f"{len(res.rows)} images ({described} described), macro over {len(res.per_class)} classes:")
-    print(f"  Yes/No detection: accuracy {d['accuracy']:.3f}  precision {d['precision']:.3f}  "
-          f"recall {d['recall']:.3f}  F1 {d['f1']:.3f}")
-    print(f"  descriptions naming the defect family {res.family_rate:.1%}, the location {res.location_rate:.1%}; "
-          f"ROUGE-L {res.rouge_l:.3f}")
-    rows = [[c, f"{m['f1']:.3f}", f"{m['accuracy']:.3f}"] for c, m in res.per_class.items()]
-    print(markdown_table(["class", "F1", "accuracy"], rows))
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, "facts.json")
-        with open(path, "w") as fh:
-            json.dump({"detection": d, "family_rate": res.family_rate, "location_rate": res.location_rate,
-                       "rouge_l": res.rouge_l, "rows": res.rows}, fh, indent=1)
-        print(f"→ {path}")
+    summary = {"detection": d, "family_rate": res.family_rate, "location_rate": res.location_rate,
+               "rouge_l": res.rouge_l, "per_class": res.per_class}
+    with _output(args) as (say, doc):
+        say(f"{len(res.rows)} images ({sum('answer' in r for r in res.rows)} described), "
+            f"macro over {len(res.per_class)} classes:")
+        say(f"  Yes/No detection: accuracy {d['accuracy']:.3f}  precision {d['precision']:.3f}  "
+            f"recall {d['recall']:.3f}  F1 {d['f1']:.3f}")
+        say(f"  descriptions naming the defect family {res.family_rate:.1%}, the location {res.location_rate:.1%}; "
+            f"ROUGE-L {res.rouge_l:.3f}")
+        say(markdown_table(["class", "F1", "accuracy"], [[c, f"{m['f1']:.3f}", f"{m['accuracy']:.3f}"]
+                                                          for c, m in res.per_class.items()]))
+        doc.update(command="eval facts", preset=args.preset, n=len(res.rows), **summary)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            path = os.path.join(args.out, "facts.json")
+            with open(path, "w") as fh:
+                json.dump(jsonable({**summary, "rows": res.rows}), fh, indent=1)
+            say(f"→ {path}")
+            doc["files"] = [path]
     return 0

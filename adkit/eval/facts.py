@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data import phrases as P
-from ..data.instruct import location_from_mask, sample_context
+from ..data.instruct import LOCATION_CELLS, location_from_mask, sample_context
 from ..data.synth import LOCATION_GRID
 from ..data.visa_dr import DETECTION_PROMPT
 from ..data.writers import TemplateWriter, defect_family, defect_words
@@ -38,7 +38,6 @@ __all__ = ["DESCRIBE_QUESTION", "FactCheck", "family_words", "names_family", "na
 
 DESCRIBE_QUESTION = "Describe the anomaly in the image."  # VisA-D&R's first reasoning question
 
-_KIT_GRID = (("top left", "top", "top right"), ("left", "center", "right"), ("bottom left", "bottom", "bottom right"))
 _EXTRA = {(1, 1): ("centre", "middle"), (0, 1): ("upper",), (2, 1): ("lower",)}
 
 
@@ -46,7 +45,7 @@ def _cell_phrases() -> list[tuple[str, tuple[int, int]]]:
     out = []
     for r in range(3):
         for c in range(3):
-            for phrase in (_KIT_GRID[r][c], LOCATION_GRID[r][c], *_EXTRA.get((r, c), ())):
+            for phrase in (LOCATION_CELLS[r][c], LOCATION_GRID[r][c], *_EXTRA.get((r, c), ())):
                 out.append((phrase, (r, c)))
     return sorted(set(out), key=lambda pc: -len(pc[0]))  # "top left" before "top", "left"
 
@@ -82,7 +81,7 @@ def named_cell(answer: str) -> tuple[int, int] | None:
 
 def _cell_of(mask) -> tuple[int, int] | None:
     loc = location_from_mask(mask)
-    return next(((r, c) for r in range(3) for c in range(3) if _KIT_GRID[r][c] == loc), None)
+    return next(((r, c) for r in range(3) for c in range(3) if LOCATION_CELLS[r][c] == loc), None)
 
 
 @dataclass
