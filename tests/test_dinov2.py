@@ -126,7 +126,7 @@ def test_cache_round_trip_and_corrupt_rebuild(converted, tmp_path, monkeypatch, 
     assert dinov2.dinov2_small(224, cache_dir=tmp_path) is first  # memoised in-process
     assert not first.training and next(first.parameters()).dtype == torch.float32
     folder = tmp_path / "dinov2-vits14-224"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["adkit-manifest.json", "config.json", "model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
 
     def boom(onnx_file=None):
@@ -149,7 +149,9 @@ def test_cache_round_trip_and_corrupt_rebuild(converted, tmp_path, monkeypatch, 
     monkeypatch.setattr(dinov2, "convert_dinov2", lambda onnx_file=None: converted)
     dinov2._cached.cache_clear()
     third = dinov2.dinov2_small(224, cache_dir=tmp_path)
-    assert "converting DINOv2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "converting DINOv2" in err
+    assert "cache dinov2-vits14-224" in err and f"model.safetensors has {size // 2} bytes" in err
     assert weights.stat().st_size == size
     assert torch.equal(_run(third, pixels).last_hidden_state, expected.last_hidden_state)
 

