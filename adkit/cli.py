@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import validate
 from .zeroshot import DESCRIPTIONS, METHODS, SETTINGS
 
 PRESETS = ("small", "tiny", "paper-0.5b", "paper-7b")
@@ -190,11 +191,18 @@ def _expand_images(paths: list[str], flag: str = "IMG") -> list[str]:
 
 
 def check_threshold(value: float | None, flag: str = "--threshold") -> None:
-    """A verdict threshold is a finite number in [0, 1] (every method's scores live there)."""
-    import math
+    """A verdict threshold is a finite number in [0, 1] (every method's scores live there;
+    :func:`adkit.validate.probability`, the check ``AnomalyOV.detect`` makes too)."""
+    if value is not None:
+        _checked(validate.probability, value, flag)
 
-    if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise UsageError(f"{flag} must be a number in [0, 1], got {value}")
+
+def _checked(check, value, flag: str, *args):
+    """``check(value, flag, *args)`` from :mod:`adkit.validate`, its refusal as a UsageError."""
+    try:
+        return check(value, flag, *args)
+    except validate.ValidationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _load_model(args):
@@ -219,6 +227,8 @@ def cmd_detect(args) -> int:
         raise UsageError("--reference is used by --method mutual only")
     if args.image_size is not None and args.method not in ("self", "mutual"):
         raise UsageError("--image-size is used by --method self or mutual only")
+    if args.image_size is not None:
+        _checked(validate.count, args.image_size, "--image-size")
     args.images = _expand_images(args.images)
     reference = _load_images(_expand_images(args.reference, "--reference")) if args.reference else None
     images = _load_images(args.images)  # fail on a bad image before loading any model
@@ -226,7 +236,8 @@ def cmd_detect(args) -> int:
         raise UsageError("--method mutual scores each image against the others: give at least two images "
                          "(or --reference IMG|DIR)")
     model = _load_model(args)
-    detections = model.detect(images, method=args.method, reference=reference, image_size=args.image_size)
+    detections = model.detect(images, method=args.method, reference=reference, image_size=args.image_size,
+                              threshold=args.threshold)  # NaN scores are refused there, never printed
     out_dir = Path(args.maps) if args.maps else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,11 +258,11 @@ def cmd_detect(args) -> int:
             map_path = str(out_dir / f"{stem}.png")
             fig.savefig(map_path, dpi=max(100, int(img.width / 4)), bbox_inches="tight")
             plt.close(fig)
-        threshold = det.threshold if args.threshold is None else args.threshold
+        threshold = det.threshold
         results.append({"image": path, "score": float(det.score), "anomalous": bool(det.score >= threshold),
                         "threshold": float(threshold), "method": det.method,
                         "grid": [int(det.grid_shape[0]), int(det.grid_shape[1])], "map": map_path})
-    text = json.dumps(results, indent=2)
+    text = json.dumps(results, indent=2, allow_nan=False)
     if args.json:
         Path(args.json).write_text(text + "\n")
     else:
@@ -305,8 +316,7 @@ def answer_streamer(tokenizer, file=None):
 
 
 def cmd_chat(args) -> int:
-    if args.max_new_tokens < 1:
-        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    _checked(validate.count, args.max_new_tokens, "--max-new-tokens")
     gen = _decoding(args)
     image = _load_images([args.image])[0]
     model = _load_model(args)

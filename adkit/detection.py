@@ -2,11 +2,13 @@
 
 :class:`Detection` is the result of ``AnomalyOV.detect`` for every method (the expert and the
 training-free scorers of :mod:`adkit.zeroshot`); :func:`image_maps` turns per-tile patch maps
-back into maps at the image's own resolution, undoing the processor's anyres tiling.
+back into maps at the image's own resolution, undoing the processor's anyres tiling;
+:func:`score_images` is the work behind ``AnomalyOV.detect`` once its arguments are checked.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .anyres import fit_size
+from .images import load_image
 
 
 @dataclass
@@ -53,3 +56,66 @@ def image_maps(tile_maps: torch.Tensor, layout, size: tuple[int, int], tile_size
     top, left = (rows * s - nh) // 2, (cols * s - nw) // 2
     crop = canvas[top:top + nh, left:left + nw]
     return base, F.interpolate(crop[None, None], size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def score_images(model, images, method: str, reference=None, image_size=None) -> list[Detection]:
+    """``AnomalyOV.detect``'s work on loaded images (its arguments already checked): scores and
+    maps by ``method`` (paper §3.2–3.3 for the expert, :mod:`adkit.zeroshot` for the others)."""
+    if reference and method != "mutual":
+        raise ValueError(f"reference images are only used by method='mutual', not {method!r}")
+    if image_size is not None and method not in ("self", "mutual"):
+        raise ValueError(f"image_size applies to the training-free methods, not {method!r} (its tiles are fixed)")
+    if method == "mutual":
+        return score_mutual(model, images, [load_image(r) for r in reference or []], image_size)
+    cal = model.calibration.get(method)
+    if image_size is not None:  # self on one larger base view
+        feats = model.features(model.processor.base_views(images, image_size), extra=model.config.self_levels)
+        split, layouts = [1] * len(images), [None] * len(images)
+    else:
+        batch = model.processor.images(images)
+        feats = model.features(batch.pixel_values, extra=model.config.self_levels if method != "expert" else ())
+        split = batch.split_sizes.tolist()
+        layouts = [model.processor.layout(h, w) for h, w in batch.image_sizes.tolist()]
+    g = feats.grid
+    if method in ("expert", "expert+self"):
+        out = model.expert(feats.final, feats.levels, split)
+        maps, scores = out.anomaly_maps, out.scores
+    if method in ("self", "expert+self"):
+        s_maps, s_scores = model.self_similarity(feats, split)
+        maps, scores = s_maps.reshape(-1, g, g), s_scores  # [N, P] → [N, g, g]
+    if method == "expert+self":
+        p_self = model.calibration.get("self").probability
+        p_exp = model.calibration.get("expert").probability
+        maps = (out.anomaly_maps + torch.as_tensor(p_self(maps.cpu().numpy()), dtype=maps.dtype, device=maps.device)) / 2
+        scores = torch.as_tensor((p_exp(out.scores.cpu().numpy()) + p_self(s_scores.cpu().numpy())) / 2)
+    results = []
+    for img, lay, m, score in zip(images, layouts, maps.split(split), scores.tolist()):
+        base, crop = image_maps(m, lay, (img.height, img.width), model.config.geometry.tile_size)
+        results.append(Detection(
+            score=float(score), anomaly_map=(base if crop is None else (base + crop) / 2).cpu().numpy(),
+            base_map=base.cpu().numpy(), crop_map=None if crop is None else crop.cpu().numpy(),
+            grid_shape=(0, 0) if lay is None else lay.grid_shape, method=method,
+            threshold=cal.threshold, calibrated=model.calibration.is_calibrated(method)))
+    return results
+
+
+def score_mutual(model, images, reference, image_size) -> list[Detection]:
+    """MuSc mutual scoring: each image against the others and ``reference`` (transductive)."""
+    from .zeroshot.scores import mutual_map
+
+    everything = images + reference
+    if len(everything) < 2:
+        raise ValueError("method='mutual' scores each image against the others: give at least two images "
+                         "(several to score, or reference=[...] unlabeled images of the same kind)")
+    levels = model.config.mutual_levels
+    states = model.base_view_features(everything, levels, image_size)
+    patch = mutual_map([states[i] for i in levels], num_queries=len(images))  # [B, P]: references unscored
+    g = math.isqrt(patch.shape[1])
+    cal = model.calibration.get("mutual")
+    results = []
+    for img, m in zip(images, patch):
+        base, _ = image_maps(m.reshape(1, g, g), None, (img.height, img.width), model.config.geometry.tile_size)
+        results.append(Detection(score=float(m.max()), anomaly_map=base.cpu().numpy(), base_map=base.cpu().numpy(),
+                                 crop_map=None, grid_shape=(0, 0), method="mutual", threshold=cal.threshold,
+                                 calibrated=model.calibration.is_calibrated("mutual")))
+    return results

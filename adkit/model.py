@@ -14,7 +14,7 @@ transformers computes.
 
 from __future__ import annotations
 
-import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from . import hf
+from . import hf, validate
 from .assembly import assemble_block
 from .calibration import Calibration
 from .config import AnomalyOVConfig, get_preset
-from .detection import Detection, image_maps
+from .detection import Detection, score_images
 from .expert import AnomalyExpert, ExpertOutput
 from .images import load_image
 from .processor import AnomalyOVProcessor
@@ -195,6 +195,10 @@ class AnomalyOV(nn.Module):
         """New token ids [B, T]: greedy, with the preset's anti-loop defaults (``config.generation``,
         :data:`adkit.config.DECODING`) unless ``gen_kwargs`` say otherwise. Right-padded batches
         are left-aligned first."""
+        new = gen_kwargs.get("max_new_tokens")
+        if new is not None:
+            validate.count(new, "max_new_tokens")
+        validate.fits_context(int(input_ids.shape[1]), new or 0, self.config.text.max_position_embeddings)
         embeds, _ = self.embed(input_ids, pixel_values, image_sizes, split_sizes, single_view)
         mask = torch.ones(input_ids.shape, dtype=torch.long) if attention_mask is None else attention_mask
         mask = mask.to(self.device)
@@ -214,7 +218,10 @@ class AnomalyOV(nn.Module):
 
     @torch.no_grad()
     def chat(self, image, question: str, history=None, max_new_tokens: int = 128, **gen_kwargs) -> str:
-        """Answer ``question`` about ``image``; ``history`` is [(question, answer), ...] or messages."""
+        """Answer ``question`` about ``image``; ``history`` is [(question, answer), ...] or messages.
+        A question that does not fit the LLM's context with ``max_new_tokens`` is refused before any
+        compute (:func:`adkit.validate.fits_context`)."""
+        validate.count(max_new_tokens, "max_new_tokens")
         conv = []
         for turn in history or []:
             conv += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}] \
@@ -231,7 +238,8 @@ class AnomalyOV(nn.Module):
     # ------------------------------------------------------------------ expert only
 
     @torch.no_grad()
-    def detect(self, images, method: str = "expert", *, reference=None, image_size: int | None = None) -> list[Detection]:
+    def detect(self, images, method: str = "expert", *, reference=None, image_size: int | None = None,
+               threshold: float | None = None) -> list[Detection]:
         """Anomaly score and map per image from the tower alone (no LLM), by ``method``:
 
         ``"expert"``       the anomaly expert (paper §3.2–3.3), single image, inductive
@@ -241,48 +249,24 @@ class AnomalyOV(nn.Module):
         ``"expert+self"``  the mean of the expert's and self's calibrated scores and maps
 
         ``image_size`` (self, mutual): score one base view of that side instead of the anyres tiles.
-        Thresholds come from ``model.calibration`` (chosen on validation data where shipped).
+        Thresholds come from ``model.calibration`` (chosen on validation data where shipped) unless
+        ``threshold`` (in [0, 1]) is given. A NaN/inf score (corrupt weights) is an error, never a result.
         """
         from .zeroshot import METHODS
 
         if method not in METHODS:
             raise ValueError(f"unknown detection method {method!r}; choose one of {METHODS}")
-        images = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
-        if reference and method != "mutual":
-            raise ValueError(f"reference images are only used by method='mutual', not {method!r}")
-        if image_size is not None and method not in ("self", "mutual"):
-            raise ValueError(f"image_size applies to the training-free methods, not {method!r} (its tiles are fixed)")
-        if method == "mutual":
-            return self._detect_mutual(images, [load_image(r) for r in reference or []], image_size)
-        cal = self.calibration.get(method)
-        if image_size is not None:  # self on one larger base view
-            feats = self.features(self.processor.base_views(images, image_size), extra=self.config.self_levels)
-            split, layouts = [1] * len(images), [None] * len(images)
-        else:
-            batch = self.processor.images(images)
-            feats = self.features(batch.pixel_values, extra=self.config.self_levels if method != "expert" else ())
-            split = batch.split_sizes.tolist()
-            layouts = [self.processor.layout(h, w) for h, w in batch.image_sizes.tolist()]
-        g = feats.grid
-        if method in ("expert", "expert+self"):
-            out = self.expert(feats.final, feats.levels, split)
-            maps, scores = out.anomaly_maps, out.scores
-        if method in ("self", "expert+self"):
-            s_maps, s_scores = self.self_similarity(feats, split)
-            maps, scores = s_maps.reshape(-1, g, g), s_scores  # [N, P] → [N, g, g]
-        if method == "expert+self":
-            p_self = self.calibration.get("self").probability
-            p_exp = self.calibration.get("expert").probability
-            maps = (out.anomaly_maps + torch.as_tensor(p_self(maps.cpu().numpy()), dtype=maps.dtype, device=maps.device)) / 2
-            scores = torch.as_tensor((p_exp(out.scores.cpu().numpy()) + p_self(s_scores.cpu().numpy())) / 2)
-        results = []
-        for img, lay, m, score in zip(images, layouts, maps.split(split), scores.tolist()):
-            base, crop = image_maps(m, lay, (img.height, img.width), self.config.geometry.tile_size)
-            results.append(Detection(
-                score=float(score), anomaly_map=(base if crop is None else (base + crop) / 2).cpu().numpy(),
-                base_map=base.cpu().numpy(), crop_map=None if crop is None else crop.cpu().numpy(),
-                grid_shape=(0, 0) if lay is None else lay.grid_shape, method=method,
-                threshold=cal.threshold, calibrated=self.calibration.is_calibrated(method)))
+        if threshold is not None:
+            threshold = validate.probability(threshold, "threshold")
+        if image_size is not None:
+            validate.count(image_size, "image_size")
+        given = images if isinstance(images, (list, tuple)) else [images]
+        names = [str(im) if isinstance(im, (str, os.PathLike)) else f"image {i}" for i, im in enumerate(given)]
+        images = [load_image(im) for im in given]
+        results = score_images(self, images, method, reference, image_size)
+        validate.finite_scores([d.score for d in results], names, f"{method} score")
+        for d in results:
+            d.threshold = d.threshold if threshold is None else threshold
         return results
 
     def self_similarity(self, feats: VisionFeatures, split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,26 +289,6 @@ class AnomalyOV(nn.Module):
             for i in levels:
                 states[i].append(feats.at(i).float())
         return {i: torch.cat(v) for i, v in states.items()}
-
-    def _detect_mutual(self, images, reference, image_size) -> list[Detection]:
-        from .zeroshot.scores import mutual_map
-
-        everything = images + reference
-        if len(everything) < 2:
-            raise ValueError("method='mutual' scores each image against the others: give at least two images "
-                             "(several to score, or reference=[...] unlabeled images of the same kind)")
-        levels = self.config.mutual_levels
-        states = self.base_view_features(everything, levels, image_size)
-        patch = mutual_map([states[i] for i in levels], num_queries=len(images))  # [B, P]: references unscored
-        g = math.isqrt(patch.shape[1])
-        cal = self.calibration.get("mutual")
-        results = []
-        for img, m in zip(images, patch):
-            base, _ = image_maps(m.reshape(1, g, g), None, (img.height, img.width), self.config.geometry.tile_size)
-            results.append(Detection(score=float(m.max()), anomaly_map=base.cpu().numpy(), base_map=base.cpu().numpy(),
-                                     crop_map=None, grid_shape=(0, 0), method="mutual", threshold=cal.threshold,
-                                     calibrated=self.calibration.is_calibrated("mutual")))
-        return results
 
     # ------------------------------------------------------------------ weights
 
