@@ -70,13 +70,10 @@ class Calibration:
 
     @classmethod
     def load(cls, path) -> "Calibration":
+        from .validate import probability, read_json
+
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"calibration file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a calibration file (invalid JSON: {exc})") from None
+        raw = read_json(path, what="calibration file")  # a missing / non-JSON / too deep file: one line naming it
         if not isinstance(raw, dict) or raw.get("format") != "adkit-calibration" or not isinstance(raw.get("methods"), dict):
             raise ValueError(f"{path}: not an adkit calibration file (expected format 'adkit-calibration')")
         methods = {}
@@ -87,6 +84,7 @@ class Calibration:
                 raise ValueError(f"{path}: method {name!r} needs a numeric 'threshold'") from None
             if not all(math.isfinite(v) for v in asdict(cal).values()) or cal.scale <= 0:
                 raise ValueError(f"{path}: method {name!r} has a non-finite value or a scale <= 0: {m}")
+            probability(cal.threshold, f"{path}: method {name!r} threshold")  # a verdict threshold lies in [0, 1]
             methods[name] = cal
         return cls(methods, bool(raw.get("calibrated", True)), str(raw.get("source", "")))
 

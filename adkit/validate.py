@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 __all__ = ["ValidationError", "probability", "count", "positive", "finite_scores", "finite_tensors",
-           "read_json", "parse_json", "fits_context", "describe"]
+           "read_json", "parse_json", "read_safetensors", "fits_context", "describe"]
 
 
 class ValidationError(ValueError):
@@ -108,6 +108,28 @@ def read_json(path, error: type[Exception] = ValidationError, what: str = "JSON 
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     return parse_json(text, path, error)
+
+
+def read_safetensors(path, error: type[Exception] = ValidationError, keys=None) -> tuple[dict, dict]:
+    """(metadata, {name: tensor}) of a safetensors file, every tensor checked finite; a missing,
+    truncated, header-less or bad-JSON file, or a NaN/inf weight: one ``error`` line naming the
+    file and the reason. ``keys``: a predicate choosing which tensors to read (default: all)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys() if keys is None or keys(k)}
+    except Exception as exc:  # SafetensorError (not a ValueError), OSError: say which file and why
+        reason = " ".join(str(exc).split()).removeprefix("Error while deserializing header: ") or type(exc).__name__
+        if "not fully covered" in reason or "incomplete metadata" in reason:
+            reason += " (the file is truncated or its header lies)"
+        raise error(f"{describe(path)}: not a readable safetensors file: {reason}") from None
+    finite_tensors(tensors, path, error)
+    return meta, tensors
 
 
 def fits_context(prompt_tokens: int, new_tokens: int, context: int, what: str = "the question") -> None:

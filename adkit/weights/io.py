@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from .. import validate
 from ..config import AnomalyOVConfig, Geometry
 from .official import CheckpointError
 
@@ -99,10 +100,11 @@ def load_anomalyov(cls, path, dtype=None, device_map=None, **kw):
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path} is not an adkit checkpoint folder: {CONFIG_FILE} is missing")
     files = weight_files(path)
+    raw = validate.read_json(path / CONFIG_FILE, CheckpointError, "adkit config")
     try:
-        config = config_from_dict(json.loads((path / CONFIG_FILE).read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE} is malformed: {exc}") from exc
+        config = config_from_dict(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE} is malformed: {type(exc).__name__}: {exc}") from None
     if kw.get("tokenizer") is None:
         kw["tokenizer"] = read_tokenizer(path)
     model = cls.from_config(config, seed=None, **kw)
@@ -123,11 +125,11 @@ def weight_files(path: Path) -> list[Path]:
     """The safetensors files of a folder: the shards its index names, else ``model.safetensors``."""
     index = path / INDEX_FILE
     if index.is_file():
+        raw = validate.read_json(index, CheckpointError, "shard index")
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{index} is malformed: {exc!r}") from exc
+            shards = sorted(set(raw["weight_map"].values()))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index} is malformed: no 'weight_map' of shard names ({exc!r})") from None
         odd = [s for s in shards if not isinstance(s, str) or Path(s).name != s or not s.endswith(".safetensors")]
         if odd:
             raise CheckpointError(f"{index} names files that are not safetensors shards of this folder: {odd[:5]}")
@@ -145,15 +147,13 @@ def load_weights(model, path: Path, files: list[Path]) -> None:
     """Strict loading of ``files`` into ``model``, one file at a time; keys tied to a loaded key may
     be absent. (Read with safetensors directly: ``huggingface_hub.load_torch_model`` refuses files
     without its ``format`` metadata, which older adkit folders lack.)"""
-    from safetensors.torch import load_file
-
     loaded: set[str] = set()
     for file in files:
+        _, state = validate.read_safetensors(file, CheckpointError)  # names the file; NaN/inf refused
         try:
-            state = load_file(str(file))
             model.load_state_dict(state, strict=False)
-        except Exception as exc:  # a corrupt header, a shape mismatch
-            raise CheckpointError(f"cannot load {file}: {exc}") from exc
+        except RuntimeError as exc:  # a shape mismatch
+            raise CheckpointError(f"cannot load {file}: {' '.join(str(exc).split())}") from None
         loaded |= set(state)
         del state
     own = set(model.state_dict())
@@ -239,11 +239,14 @@ def saved_dtypes(files: list[Path]) -> dict[str, torch.dtype]:
 
     out = {}
     for file in files:
-        with safe_open(str(file), "pt") as fh:
-            for key in fh.keys():
-                dtype = _SAFETENSORS_DTYPES.get(fh.get_slice(key).get_dtype())
-                if dtype is not None:
-                    out[key] = dtype
+        try:
+            with safe_open(str(file), "pt") as fh:
+                for key in fh.keys():
+                    dtype = _SAFETENSORS_DTYPES.get(fh.get_slice(key).get_dtype())
+                    if dtype is not None:
+                        out[key] = dtype
+        except Exception as exc:  # SafetensorError is not a ValueError: name the file
+            raise CheckpointError(f"{file}: not a readable safetensors file: {' '.join(str(exc).split())}") from None
     return out
 
 

@@ -9,10 +9,12 @@ is a pickle), and any missing, unexpected or mis-shaped key is reported by name.
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import torch
 
+from .. import validate
 from ..config import ExpertConfig
 
 # our name prefix → official name prefix (".weight"/".bias" and level indices carry over)
@@ -60,7 +62,8 @@ def read_checkpoint(path_or_state_dict) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle with code objects, truncated zip, not a checkpoint
-            raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+            raise CheckpointError(f"cannot read {validate.describe(path)} as a weights-only torch checkpoint: "
+                                  f"{pth_problem(path, exc)}") from None
         where = str(path)
     else:
         sd, where = path_or_state_dict, "<state dict>"
@@ -75,7 +78,34 @@ def read_checkpoint(path_or_state_dict) -> dict[str, torch.Tensor]:
             if key.startswith(prefix):
                 key = key[len(prefix):]
         clean[key] = value
+    validate.finite_tensors(clean, where, CheckpointError)  # a NaN weight would make every score NaN
     return clean
+
+
+def pth_problem(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words: torch's own messages for a damaged file
+    are often empty (an empty file), a bare byte value (text) or ``[Errno 22]`` (a truncated
+    archive), so look at the bytes first."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):  # torch's format since 1.6: a zip archive of pickled tensors
+        try:
+            with zipfile.ZipFile(path) as zf:
+                broken = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            return f"the zip archive is damaged ({err or type(err).__name__}): truncated or overwritten?"
+        if broken is not None:
+            return f"the zip archive is damaged: member {broken} fails its CRC check"
+    elif head.startswith(b"PK"):
+        return "a truncated or damaged zip archive (its central directory is missing): an interrupted download?"
+    elif head[0] != 0x80:  # a pickle (the legacy format) starts with the PROTO opcode
+        return f"neither a zip archive nor a pickle (first bytes {head!r}): not a torch checkpoint"
+    message = " ".join(str(exc).split())
+    if not message or message.isdigit() or message.startswith("[Errno"):
+        return f"{type(exc).__name__}{': ' + message if message else ''} (the file is damaged or not a checkpoint)"
+    return message
 
 
 def infer_expert_config(sd: dict[str, torch.Tensor], **overrides) -> ExpertConfig:

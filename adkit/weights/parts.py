@@ -19,9 +19,10 @@ from typing import Sequence
 
 import torch
 
+from .. import validate
 from .official import CheckpointError
 
-__all__ = ["save_trained_parts", "load_trained_parts", "merge_lora_into_base", "lora_deltas", "base_with_parts",
+__all__ = ["save_trained_parts", "load_trained_parts", "read_parts", "merge_lora_into_base", "lora_deltas", "base_with_parts",
            "export_peft_adapter"]
 
 _LORA = re.compile(r"^(?P<base>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
@@ -56,15 +57,9 @@ def load_trained_parts(model, path, merge_lora: bool = True):
     ``model``. With ``merge_lora`` (default) LoRA matrices are merged into the base weights, so
     the model is a plain AnomalyOV again (no peft needed); ``merge_lora=False`` injects peft LoRA
     layers instead (to keep training). Every key in the file must exist in the model."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"trained-parts file not found: {path}")
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata() or {}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    lora = json.loads(meta["lora"]) if meta.get("lora") else None
+    meta, tensors = read_parts(path)
+    lora = lora_settings(meta, path)
     if lora is not None and merge_lora and not _has_lora(model):
         deltas = lora_deltas(tensors, lora)  # base weight name → (α/r)·B·A
         tensors = {k: v for k, v in tensors.items() if not _LORA.match(k)}
@@ -105,6 +100,30 @@ def load_trained_parts(model, path, merge_lora: bool = True):
         merge_lora_into_base(model)
     model.untrained = tuple(p for p in getattr(model, "untrained", ()) if not _part_in(p, tensors))
     return model
+
+
+def read_parts(path, keys=None) -> tuple[dict, dict]:
+    """(metadata, tensors) of a parts file: a missing file is FileNotFoundError; an unreadable one
+    (truncated, no header, bad header JSON) or NaN/inf weights a CheckpointError naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"trained-parts file not found: {path}")
+    return validate.read_safetensors(path, CheckpointError, keys)
+
+
+def lora_settings(meta: dict, path) -> dict | None:
+    """The LoRA settings in a parts file's metadata (None: no LoRA); malformed ones are a
+    CheckpointError naming the file and what is wrong."""
+    if not meta.get("lora"):
+        return None
+    lora = validate.parse_json(meta["lora"], f"{path}: metadata 'lora'", CheckpointError)
+    if not isinstance(lora, dict):
+        raise CheckpointError(f"{path}: metadata 'lora' must be a JSON object, got {type(lora).__name__}")
+    r, alpha = lora.get("r"), lora.get("lora_alpha")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise CheckpointError(f"{path}: metadata 'lora' needs a rank r >= 1, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha == alpha:
+        raise CheckpointError(f"{path}: metadata 'lora' needs a numeric lora_alpha, got {alpha!r}")
+    return lora
 
 
 def merge_lora_into_base(model) -> None:
@@ -231,18 +250,13 @@ def export_peft_adapter(source, out_dir, base: str = "causal_lm") -> Path:
 def _lora_source(source) -> tuple[dict, dict, str]:
     """(tensors, LoRA settings, a name for messages) of a parts file or a model with LoRA layers."""
     if isinstance(source, (str, Path)):
-        from safetensors import safe_open
-
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"trained-parts file not found: {path}")
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys() if _LORA.match(k) or "lora_" in k}
-        if not meta.get("lora"):
+        meta, tensors = read_parts(path, keys=lambda k: bool(_LORA.match(k)) or "lora_" in k)
+        lora = lora_settings(meta, path)
+        if lora is None:
             raise CheckpointError(f"{path} holds no LoRA settings (metadata 'lora'): not a stage 2 file trained "
                                   "with llm='lora'")
-        return tensors, json.loads(meta["lora"]), str(path)
+        return tensors, lora, str(path)
     from .. import hf
 
     llm = hf.language_model(source.mllm)
