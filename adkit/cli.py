@@ -153,9 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("height", metavar="H", type=int, help="image height in pixels")
     b.add_argument("width", metavar="W", type=int, help="image width in pixels")
     b.add_argument("--preset", choices=PRESETS, default="paper-0.5b", help="preset (default: paper-0.5b)")
+    b.add_argument("--single-view", action="store_true",
+                   help="the image as one base view, no anyres crops: how the shipped small preset lays out "
+                        "images in conversations (its stage 2 was trained so); detection always tiles")
     b.add_argument("--json", action="store_true",
-                   help='print one JSON object {"preset", "height", "width", "visual", "hint", "expert", "total", '
-                        '"grid": [rows, cols], "image_size": [h, w] (after the long-side cap)} instead of text')
+                   help='print one JSON object {"preset", "height", "width", "single_view", "visual", "hint", '
+                        '"expert", "total", "grid": [rows, cols], "image_size": [h, w] (after the long-side cap)} '
+                        'instead of text')
     d.set_defaults(func=cmd_detect)
     c.set_defaults(func=cmd_chat)
     b.set_defaults(func=cmd_budget)
@@ -352,10 +356,12 @@ def cmd_budget(args) -> int:
         raise UsageError(f"image size must be positive, got {args.height}x{args.width}")
     from . import token_budget
 
-    b = token_budget(args.height, args.width, preset=args.preset)  # arithmetic only: no torch (adkit.geometry)
+    b = token_budget(args.height, args.width, preset=args.preset,  # arithmetic only: no torch (adkit.geometry)
+                     single_view=args.single_view)
     rows, cols = b.layout.grid_shape
     if args.json:
-        print(json.dumps({"preset": args.preset, "height": args.height, "width": args.width, "visual": b.visual,
+        print(json.dumps({"preset": args.preset, "height": args.height, "width": args.width,
+                          "single_view": args.single_view, "visual": b.visual,
                           "hint": b.hint, "expert": b.expert, "total": b.total, "grid": [rows, cols],
                           "image_size": list(b.layout.image_size)}))
     else:

@@ -79,16 +79,19 @@ def test_budget_is_what_the_tiny_model_packs(tiny):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_budget_json_equals_text(preset, capsys):
+@pytest.mark.parametrize("single", [False, True])
+def test_budget_json_equals_text(preset, single, capsys):
+    flags = ["--single-view"] if single else []
     for h, w in ((768, 1024), (33, 2000), (500, 500)):
-        assert cli.main(["budget", str(h), str(w), "--preset", preset]) == 0
+        assert cli.main(["budget", str(h), str(w), "--preset", preset, *flags]) == 0
         text = dict(line.split() for line in capsys.readouterr().out.splitlines())
-        assert cli.main(["budget", str(h), str(w), "--preset", preset, "--json"]) == 0
+        assert cli.main(["budget", str(h), str(w), "--preset", preset, "--json", *flags]) == 0
         doc = json.loads(capsys.readouterr().out)
+        assert doc["single_view"] is single
         for key in ("visual", "hint", "expert", "total"):
             assert doc[key] == int(text[key])
         assert "x".join(map(str, doc["grid"])) == text["grid"]
-        full = adkit.token_budget(h, w, adkit.get_preset(preset))
+        full = adkit.token_budget(h, w, adkit.get_preset(preset), single_view=single)
         assert (doc["visual"], doc["hint"], doc["expert"], doc["total"]) == (full.visual, full.hint, full.expert,
                                                                              full.total)
         assert doc["grid"] == list(full.layout.grid_shape) and doc["image_size"] == list(full.layout.image_size)
