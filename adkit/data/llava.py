@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..validate import parse_json
 from .records import DataError
 
 __all__ = ["IMAGE_TOKEN", "validate_record", "read_llava_json", "write_llava_json",
@@ -133,12 +134,16 @@ def _parse(path: Path) -> list[tuple[str, Any]]:
                 out.append((f"{path}: line {n}", json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: line {n}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise DataError(f"{path}: line {n}: malformed JSON: nested too deeply to parse") from None
         return out
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         hint = " (a JSON-lines file should end in .jsonl)" if exc.msg == "Extra data" else ""
         raise DataError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}") from None
+    except RecursionError:
+        raise DataError(f"{path}: malformed JSON: nested too deeply to parse") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got a JSON {type(data).__name__}")
     return [(f"{path}: record {i}", rec) for i, rec in enumerate(data)]
@@ -252,7 +257,7 @@ def from_dataset(ds) -> list[dict]:
             if row[key] is not None:
                 rec[key] = row[key]
         if row.get("extra"):
-            rec.update(json.loads(row["extra"]))
+            rec.update(parse_json(row["extra"], f"dataset row {i}: field 'extra'", DataError))
         validate_record(rec, f"dataset row {i}", allow_extra=True)
         records.append(rec)
     return records

@@ -49,8 +49,13 @@ class AnomalySample:
             return load_image(Image.fromarray(self.image))
         return load_image(self.image)
 
-    def load_mask(self, size: tuple[int, int] | None = None) -> np.ndarray | None:
-        """The mask as a bool H×W array (``size`` = (W, H) resizes, nearest); None if absent."""
+    def load_mask(self, size: tuple[int, int] | None = None,
+                  image_size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The mask as a bool H×W array (``size`` = (W, H) resizes, nearest); None if absent.
+
+        ``image_size`` = (W, H) of the image as loaded: the mask must be of that size — or, when
+        the loader downscaled the image (pixel budget), larger with the same aspect — else a
+        DataError names the mask file (a mask of another image must not be resized into a truth)."""
         if self.mask is None:
             return None
         if isinstance(self.mask, np.ndarray):
@@ -64,6 +69,20 @@ class AnomalySample:
                     img = m.convert("L")
             except Exception as exc:  # noqa: BLE001 — report which file
                 raise DataError(f"{self.id or self.image}: cannot read mask {path}: {exc}") from None
+        if image_size is not None and not _fits(img.size, tuple(image_size)):
+            where = "the mask array" if isinstance(self.mask, np.ndarray) else f"mask {self.mask}"
+            raise DataError(f"{self.id or self.image}: {where} is {img.size[0]}×{img.size[1]} but the image is "
+                            f"{image_size[0]}×{image_size[1]} (W×H): a mask must have its image's size")
         if size is not None and img.size != tuple(size):
             img = img.resize(tuple(size), Image.NEAREST)
         return np.asarray(img) > 0
+
+
+def _fits(mask_size: tuple[int, int], image_size: tuple[int, int]) -> bool:
+    """A mask (W, H) fits an image (W, H) of the same size, or one downscaled from the mask's size
+    with its aspect kept (each side within a pixel of the exact scale)."""
+    (mw, mh), (w, h) = mask_size, image_size
+    if (mw, mh) == (w, h):
+        return True
+    scale = max(w / mw, h / mh)
+    return scale < 1 and abs(mw * scale - w) <= 1 and abs(mh * scale - h) <= 1

@@ -128,7 +128,7 @@ def fact_check(model, samples: Sequence, max_new_tokens: int = 96, batch_size: i
             row = {"id": s.id, "category": s.category, "defect": s.defect, "label": int(s.label),
                    "verdict": said[i], "predicted": int(bool(metrics.parse_yes_no(said[i])))}
             if i in described:
-                mask = s.load_mask() if s.mask is not None else None
+                mask = s.load_mask(image_size=images[i].size) if s.mask is not None else None
                 ctx = sample_context(s, mask)
                 reference = writer.write("describe", ctx["hint"], None, ctx)
                 truth, named = _cell_of(mask), named_cell(described[i])

@@ -121,7 +121,7 @@ def _pixel_pair(s, det, pixel_size: int):
     scale = min(1.0, pixel_size / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # (W, H) for PIL
     if getattr(s, "mask", None) is not None:
-        mask = s.load_mask(size) if hasattr(s, "load_mask") else \
+        mask = s.load_mask(size, image_size=(w, h)) if hasattr(s, "load_mask") else \
             np.asarray(Image.fromarray((np.asarray(s.mask) > 0).astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
     elif int(s.label) == 0:
         mask = np.zeros(size[::-1], dtype=bool)  # a normal image: no anomalous pixel
