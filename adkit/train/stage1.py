@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import random
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from .. import hf
 from ..data.records import AnomalySample, DataError
+from .checkpoints import find_stage1, load_stage1, save_stage1
 from .features import FeatureCache, tower_features
 from .launch import Stage1Config
 
@@ -153,49 +153,9 @@ def freeze_for_stage1(model) -> list[torch.nn.Parameter]:
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({f"expert.{k}": v.detach().cpu().contiguous() for k, v in model.expert.state_dict().items()},
-              str(path / "expert.safetensors"), metadata={"format": "adkit-parts", "parts": "expert", "preset": str(model.config.name)})
-    np_state = np.random.get_state()
-    rng = {"torch": torch.get_rng_state(), "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()),
-                                                    *np_state[2:]), "python": random.getstate()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-                "state": state}, path / "trainer_state.pt")
-    (path / "state.json").write_text(json.dumps(state, indent=1, default=str))
-
-
-def find_checkpoint(out_dir: Path, resume_from: str) -> Path:
-    if resume_from != "latest":
-        return Path(resume_from)
-    found = sorted((out_dir / "checkpoints").glob("step-*"))
-    if not found:
-        raise FileNotFoundError(f"resume_from='latest' but {out_dir / 'checkpoints'} holds no checkpoint")
-    return found[-1]
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    from safetensors.torch import load_file
-
-    if not (path / "trainer_state.pt").is_file():
-        raise FileNotFoundError(f"{path} is not a stage-1 checkpoint (trainer_state.pt missing)")
-    weights = load_file(str(path / "expert.safetensors"))
-    model.expert.load_state_dict({k[len("expert."):]: v for k, v in weights.items()}, strict=True)
-    ckpt = torch.load(path / "trainer_state.pt", weights_only=True)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    rng = ckpt["rng"]
-    torch.set_rng_state(rng["torch"])
-    name, keys, *rest = rng["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return ckpt["state"]
+# save_checkpoint / find_checkpoint / load_checkpoint live in adkit/train/checkpoints.py: a
+# completion marker is written last and "latest" resumes from the newest complete checkpoint.
+save_checkpoint, find_checkpoint, load_checkpoint = save_stage1, find_stage1, load_stage1
 
 
 # ---------------------------------------------------------------------------- training

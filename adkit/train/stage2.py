@@ -28,6 +28,7 @@ from transformers import Trainer, TrainingArguments
 from .. import hf
 from ..processor import AnomalyOVProcessor
 from ..weights.parts import load_trained_parts, save_trained_parts  # re-exported: adkit.train.load_trained_parts
+from .checkpoints import newest_complete, write_marker
 from .collate import Stage2Collator, check_records
 from .launch import LLM_MODES, Stage2Config
 
@@ -115,6 +116,15 @@ class Stage2Trainer(Trainer):
         save_trained_parts(model, output_dir / PARTS_FILE, names, lora=self.lora, state_dict=state_dict)
         torch.save(self.args, output_dir / "training_args.bin")
 
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint, then its completion marker, written last (adkit/train/checkpoints.py)."""
+        super()._save_checkpoint(model, trial)
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        self.accelerator.wait_for_everyone()  # every rank's files (DeepSpeed shards) are on disk
+        if self.args.should_save:
+            write_marker(Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         load_trained_parts(model or self.model, Path(resume_from_checkpoint) / PARTS_FILE, merge_lora=False)
 
@@ -183,8 +193,8 @@ def train_stage2(model, records: Sequence[dict], config: Stage2Config | None = N
         trainer.lora = {k: (sorted(v) if isinstance(v, set) else v) for k, v in trainer.lora.items()
                         if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")}
     resume = config.resume_from
-    if resume == "latest":
-        resume = True
+    if resume == "latest":  # the newest *complete* checkpoint-N, not the Trainer's newest folder
+        resume = str(newest_complete(out_dir.glob("checkpoint-*"), out_dir))
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out_dir))
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # drop the autocast forward of bf16
