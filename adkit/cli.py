@@ -15,7 +15,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -278,13 +277,9 @@ def _decoding(args) -> dict:
     """The chat's decoding overrides from ``--repetition-penalty`` / ``--no-repeat-ngram``."""
     gen = {}
     if args.repetition_penalty is not None:
-        if not math.isfinite(args.repetition_penalty) or args.repetition_penalty <= 0:
-            raise UsageError(f"--repetition-penalty must be a positive number, got {args.repetition_penalty}")
-        gen["repetition_penalty"] = args.repetition_penalty
+        gen["repetition_penalty"] = _checked(validate.positive, args.repetition_penalty, "--repetition-penalty")
     if args.no_repeat_ngram is not None:
-        if args.no_repeat_ngram < 0:
-            raise UsageError(f"--no-repeat-ngram must be >= 0, got {args.no_repeat_ngram}")
-        gen["no_repeat_ngram_size"] = args.no_repeat_ngram
+        gen["no_repeat_ngram_size"] = _checked(validate.count, args.no_repeat_ngram, "--no-repeat-ngram", 0)
     return gen
 
 

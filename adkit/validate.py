@@ -24,7 +24,7 @@ import numbers
 import os
 from pathlib import Path
 
-__all__ = ["ValidationError", "probability", "count", "positive", "finite_scores", "finite_tensors",
+__all__ = ["ValidationError", "probability", "count", "optional_count", "positive", "non_negative", "finite_scores", "finite_tensors",
            "read_json", "parse_json", "read_safetensors", "fits_context", "describe"]
 
 
@@ -47,14 +47,26 @@ def count(value, name: str, minimum: int = 1) -> int:
     """``value`` as an int if it is a whole number >= ``minimum`` (token counts, batch sizes)."""
     whole = _is_number(value) and math.isfinite(float(value)) and float(value) == int(value)
     if not whole or int(value) < minimum:
-        raise ValidationError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+        raise ValidationError(f"{name} must be >= {minimum} (a whole number), got {value!r}")
     return int(value)
+
+
+def optional_count(value, name: str, minimum: int = 1) -> int | None:
+    """None (unset), or :func:`count`."""
+    return None if value is None else count(value, name, minimum)
 
 
 def positive(value, name: str) -> float:
     """``value`` as a float if it is a finite number > 0 (sizes, rates, penalties)."""
     if not _is_number(value) or not math.isfinite(float(value)) or float(value) <= 0:
         raise ValidationError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def non_negative(value, name: str) -> float:
+    """``value`` as a float if it is a finite number >= 0 (weight decay, dropout)."""
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValidationError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 
+from .. import validate
 from ..zeroshot import METHODS
 
 _ZS_DESC = """Zero-shot detection without the LLM (paper Table 2 protocol): image AUROC per
@@ -207,10 +208,8 @@ def _files(files) -> dict:
 
 
 def _check(args, tools) -> None:
-    if args.batch_size < 1:
-        raise tools.UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise tools.UsageError(f"--limit must be >= 1, got {args.limit}")
+    validate.count(args.batch_size, "--batch-size")  # adkit/validate.py: one line, exit 2
+    validate.optional_count(args.limit, "--limit")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise tools.UsageError(f"--out {args.out}: exists and is not a folder")
 
@@ -248,8 +247,7 @@ def cmd_zero_shot(args, tools) -> int:
         source = "mvtec" if args.mvtec else "visa" if args.visa else "folder"
         flag = f"--{source}"
         path = _folder(getattr(args, source), flag, tools)
-    if args.mutual_batch < 2:
-        raise tools.UsageError(f"--mutual-batch must be >= 2, got {args.mutual_batch}")
+    validate.count(args.mutual_batch, "--mutual-batch", 2)
     if args.no_expert:
         raise tools.UsageError("--no-expert: zero-shot detection is the expert's own score; use it with visa-dr")
     name, samples = load_samples(source, path, limit=args.limit, seed=args.seed, categories=args.categories)
@@ -324,8 +322,8 @@ def cmd_photo_check(args, tools) -> int:
 def cmd_calibrate(args, tools) -> int:
     from .calibrate import calibrate, validation_samples
 
-    if min(args.n_normal, args.n_anomalous) < 1 or args.batch_size < 1:
-        raise tools.UsageError("--n-normal, --n-anomalous and --batch-size must be >= 1")
+    for flag in ("--n-normal", "--n-anomalous", "--batch-size"):
+        validate.count(getattr(args, flag[2:].replace("-", "_")), flag)
     if os.path.isdir(args.out):
         raise tools.UsageError(f"--out {args.out}: is a folder; give a file name")
     samples = validation_samples(args.n_normal, args.n_anomalous, args.seed)
@@ -349,8 +347,7 @@ def cmd_visa_dr(args, tools) -> int:
     from .runners import VisaDRResult, load_benchmark, visa_dr_detection, visa_dr_reasoning
 
     _check(args, tools)
-    if args.max_new_tokens < 1:
-        raise tools.UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    validate.count(args.max_new_tokens, "--max-new-tokens")
     if bool(args.judge_url) != bool(args.judge_model):
         raise tools.UsageError("--judge-url and --judge-model go together")
     if not os.path.exists(args.benchmark):
@@ -400,8 +397,7 @@ def cmd_facts(args, tools) -> int:
     from .report import markdown_table
 
     _check(args, tools)
-    if args.max_new_tokens < 1:
-        raise tools.UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    validate.count(args.max_new_tokens, "--max-new-tokens")
     samples = load_mvtec(_folder(args.mvtec, "--mvtec", tools), split="test")
     if args.limit is not None and args.limit < len(samples):
         samples = sorted(random.Random(args.seed).sample(samples, args.limit), key=lambda s: str(s.id))

@@ -35,7 +35,14 @@ def _config_arguments(p, config_cls) -> None:
 
 
 def _config_from(args, config_cls):
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+    """The config from the flags; a value the config refuses (adkit/validate.py) is reported by its flag."""
+    from ..validate import ValidationError
+
+    try:
+        return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+    except ValidationError as exc:
+        field, _, rest = str(exc).partition(" ")
+        raise ValidationError(f"--{field.replace('_', '-')} {rest}") from None
 
 
 def register(subparsers, tools) -> None:

@@ -22,6 +22,8 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 
+from .. import validate
+
 LAUNCHERS = ("torchrun", "accelerate", "python")
 DEEPSPEED = {"zero2": "configs/deepspeed/zero2.json", "zero3": "configs/deepspeed/zero3.json"}
 LLM_MODES = ("full", "lora", "frozen")
@@ -46,6 +48,15 @@ class Stage1Config:
     resume_from: str | None = field(default=None, metadata={"type": str})  # checkpoint dir or "latest"
     progress: bool = True
     prior_lr_scale: float = 100.0  # the prior's four O(1) gains/biases learn at lr × this (prior variant)
+
+    def __post_init__(self):  # refuse values that mean nothing (adkit/validate.py), API and CLI alike
+        for name in ("epochs", "batch_size", "micro_batch_size"):
+            validate.count(getattr(self, name), name)
+        for name in ("max_steps", "save_steps"):
+            validate.optional_count(getattr(self, name), name)
+        for name in ("lr", "restart_fraction", "prior_lr_scale"):
+            validate.positive(getattr(self, name), name)
+        validate.non_negative(self.weight_decay, "weight_decay")
 
     def launch_command(self, nproc: int = 8, nnodes: int = 1, launcher: str = "torchrun", **args) -> str:
         """The exact multi-process command for this config, e.g. ``nproc=8, preset="paper-0.5b",
@@ -84,6 +95,18 @@ class Stage2Config:
     seed: int = 0
     resume_from: str | None = field(default=None, metadata={"type": str})  # checkpoint dir or "latest"
     progress: bool = True
+
+    def __post_init__(self):  # refuse values that mean nothing (adkit/validate.py), API and CLI alike
+        for name in ("batch_size", "micro_batch_size", "lora_r", "logging_steps"):
+            validate.count(getattr(self, name), name)
+        for name in ("max_steps", "save_steps"):
+            validate.optional_count(getattr(self, name), name)
+        for name in ("epochs", "lr", "lora_alpha"):
+            validate.positive(getattr(self, name), name)
+        validate.probability(self.warmup_ratio, "warmup_ratio")
+        validate.non_negative(self.weight_decay, "weight_decay")
+        if validate.probability(self.lora_dropout, "lora_dropout") == 1.0:
+            raise validate.ValidationError("lora_dropout must be below 1 (1 drops every input), got 1.0")
 
     def launch_command(self, nproc: int = 8, nnodes: int = 1, launcher: str = "torchrun",
                        deepspeed: str | None = None, **args) -> str:
