@@ -79,3 +79,10 @@ def tower_hidden_states(tower: nn.Module, pixel_values: torch.Tensor) -> tuple[t
         kwargs["interpolate_pos_encoding"] = True
     out = tower(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **kwargs)
     return out.hidden_states
+
+
+def quiet_length_warning(tokenizer) -> None:
+    """Mark the tokenizer's "sequence length is longer than the maximum" notice as shown: the
+    model's own context check (``adkit.validate.fits_context``) reports it, in one line, with the numbers."""
+    if isinstance(getattr(tokenizer, "deprecation_warnings", None), dict):
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True

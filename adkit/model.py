@@ -230,6 +230,7 @@ class AnomalyOV(nn.Module):
         first_user = next(t for t in conv if t["role"] in ("user", "human"))
         if "<image>" not in "".join(t.get("content", "") for t in conv):
             first_user["content"] = "<image>\n" + first_user["content"]
+        hf.quiet_length_warning(self.tokenizer)  # generate's context check says it, with the numbers
         batch = self.processor([conv], [[image]], add_generation_prompt=True)
         batch.pop("labels")
         ids = self.generate(**batch, max_new_tokens=max_new_tokens, **gen_kwargs)
