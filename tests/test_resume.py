@@ -16,7 +16,7 @@ from adkit.train.checkpoints import MARKER, find_stage1, incomplete_reason
 from adkit.train.stage1 import train_stage1
 from adkit.train.stage2 import train_stage2
 from adkit.weights.official import CheckpointError
-from test_stage1 import tiny_samples
+from test_stage1 import tiny_samples, write_tiny_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,11 +103,7 @@ def test_a_checkpoint_without_its_marker_is_incomplete(tiny, data, tmp_path, sta
 def test_cli_resume_says_in_one_line_what_it_skipped(tiny, data, tmp_path, capsys):
     from adkit.cli import main
 
-    root = tmp_path / "data"
-    for s in tiny_samples(["a", "b"], 4, 4, seed=2):
-        folder = root / s.category / ("good" if s.label == 0 else "blob")
-        folder.mkdir(parents=True, exist_ok=True)
-        s.load_image().save(folder / f"{s.id.split('/')[-1]}.png")
+    root = write_tiny_folder(tmp_path / "data")
     out = tmp_path / "run"
     argv = ["train", "stage1", "--preset", "tiny", "--data", str(root), "--val-categories", "b", "--out", str(out),
             "--batch-size", "2", "--micro-batch-size", "1", "--epochs", "1", "--no-progress", "--save-steps", "1"]

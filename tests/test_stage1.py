@@ -34,6 +34,15 @@ def tiny_samples(categories, n_normal, n_anomalous, seed=0, size=(48, 64)):
     return out
 
 
+def write_tiny_folder(root):
+    """Two categories (a, b) of :func:`tiny_samples` saved as an MVTec-style folder; returns ``root``."""
+    for s in tiny_samples(["a", "b"], 4, 4, seed=2):
+        folder = root / s.category / ("good" if s.label == 0 else "blob")
+        folder.mkdir(parents=True, exist_ok=True)
+        s.load_image().save(folder / f"{s.id.split('/')[-1]}.png")
+    return root
+
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: toy tensors run best on one thread
 
 
@@ -152,11 +161,7 @@ def test_bad_inputs_are_clear(tiny, data):
 def test_cli_stage1_end_to_end(tmp_path, capsys):
     from adkit.cli import main
 
-    root = tmp_path / "data"
-    for s in tiny_samples(["a", "b"], 4, 4, seed=2):
-        folder = root / s.category / ("good" if s.label == 0 else "blob")
-        folder.mkdir(parents=True, exist_ok=True)
-        s.load_image().save(folder / f"{s.id.split('/')[-1]}.png")
+    root = write_tiny_folder(tmp_path / "data")
     out = tmp_path / "run"
     code = main(["train", "stage1", "--preset", "tiny", "--data", str(root), "--val-categories", "b", "--out", str(out),
                  "--batch-size", "4", "--micro-batch-size", "2", "--epochs", "1", "--no-progress"])
