@@ -26,6 +26,12 @@ Conventions, chosen once:
 * The image size is checked against ``max_pixels`` *before* decoding (PIL
   opens lazily), so a decompression bomb costs a header read, not gigabytes.
 * Multi-frame files (GIF, TIFF) yield their first frame.
+* Only regular files are opened: a FIFO, a device (``/dev/zero``) or a socket is refused from
+  its ``fstat`` (the open itself is non-blocking, so a FIFO with no writer cannot hang it).
+* Images above the pixel budget are downscaled on load, aspect kept, to the most pixels any
+  preset can use (:mod:`adkit.pixel_budget`, docs/architecture.md §2.3); they remember their
+  size before it, from which anyres chooses the crop grid. JPEGs are decoded at a reduced
+  scale (``draft``) when that still leaves at least the budget size.
 * Wrong *types* of ``source`` raise ``TypeError`` (a programming error), not
   ``ImageLoadError``.
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -43,7 +50,12 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "MAX_PIXELS", "load_image"]
+from . import pixel_budget as _budget
+
+__all__ = ["ImageLoadError", "MAX_PIXELS", "load_image", "source_size"]
+
+source_size = _budget.source_size  # (h, w) before the pixel budget: what anyres chooses the grid from
+_DEFAULT = object()
 
 #: Default limit on width * height: 64 megapixels (8192 x 8192).
 MAX_PIXELS: int = 8192 * 8192
@@ -58,54 +70,80 @@ class ImageLoadError(ValueError):
     """An input could not be turned into an RGB image; the message says why and where."""
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, max_pixels: int | None = None, pixel_budget=_DEFAULT) -> Image.Image:
     """Load ``source`` as a fully decoded RGB image (see the module docstring for rules).
 
     ``source`` may be a path (``str``/``Path``), ``bytes``, a binary file-like
     object, a ``PIL.Image.Image`` or a numpy array (HxW, HxWx1, HxWx3, HxWx4
     of dtype uint8, uint16, bool, or float in [0, 1]).
+
+    ``pixel_budget``: most pixels kept (larger images are downscaled, aspect kept); default
+    :func:`adkit.pixel_budget.default_budget`, ``None`` keeps every pixel.
     """
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     if limit < 1:
         raise ValueError(f"max_pixels must be >= 1, got {max_pixels!r}")
+    budget = _budget.check_budget(_budget.default_budget() if pixel_budget is _DEFAULT else pixel_budget)
 
     if isinstance(source, np.ndarray):
-        return _from_array(source, limit)
+        return _budget.downscale(_from_array(source, limit), budget)
     if isinstance(source, Image.Image):
         where = "<PIL.Image>"
         _check_size(source.size, where, limit)
         _force_load(source, where)
-        return _to_rgb(_exif_transpose(source, where), where)
+        before = _budget.source_size_wh(source)  # an image this function downscaled before keeps its record
+        img = _budget.keep_record(source, _to_rgb(_exif_transpose(source, where), where))
+        return _budget.downscale(img, budget, before if img.size == source.size else img.size)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        where = str(path)
-        if not path.exists():
-            raise ImageLoadError(f"{where}: no such file")
-        if path.is_dir():
-            raise ImageLoadError(f"{where}: is a directory, not an image file")
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError as e:
-            raise ImageLoadError(f"{where}: cannot read file ({e.strerror or e})") from e
-        return _decode(data, where, limit)
+        where = str(source)
+        with _open_regular(Path(source), where) as fh:
+            return _decode(fh, os.fstat(fh.fileno()).st_size, where, limit, budget)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode(bytes(source), "<bytes>", limit)
+        return _decode(io.BytesIO(bytes(source)), len(source), "<bytes>", limit, budget)
     if hasattr(source, "read"):
         name = getattr(source, "name", None)
         where = f"<file-like {name}>" if isinstance(name, str) else "<file-like>"
         data = source.read()
         if not isinstance(data, (bytes, bytearray)):
             raise ImageLoadError(f"{where}: read() returned {type(data).__name__}; open the file in binary mode")
-        return _decode(bytes(data), where, limit)
+        return _decode(io.BytesIO(bytes(data)), len(data), where, limit, budget)
     raise TypeError(
         f"load_image() cannot read a {type(source).__name__}; expected a path, bytes, "
         "a binary file-like object, a PIL image or a numpy array"
     )
 
 
-def _decode(data: bytes, where: str, limit: int) -> Image.Image:
-    if not data:
+_KINDS = ((stat.S_ISFIFO, "is a FIFO (named pipe)"),
+          (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
+          (stat.S_ISSOCK, "is a socket"))
+
+
+def _open_regular(path: Path, where: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (after symlinks); a one-line error
+    naming it otherwise. Non-blocking open, then ``fstat`` of what was opened: no FIFO can
+    hang it and nothing can be swapped in between the check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ImageLoadError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"{where}: is a directory, not an image file") from None
+    except OSError as e:
+        raise ImageLoadError(f"{where}: cannot read file ({e.strerror or e})") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ImageLoadError(f"{where}: is a directory, not an image file")
+        reason = next((text for test, text in _KINDS if test(mode)), "is not a regular file")
+        raise ImageLoadError(f"{where}: {reason}; only regular image files are read")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _decode(fp: BinaryIO, nbytes: int, where: str, limit: int, budget: int | None) -> Image.Image:
+    if not nbytes:
         raise ImageLoadError(f"{where}: empty file (0 bytes)")
     with warnings.catch_warnings():
         # Locally, PIL's bomb *warning* becomes an error when our limit is at
@@ -114,17 +152,30 @@ def _decode(data: bytes, where: str, limit: int) -> Image.Image:
         action = "error" if pil_limit is None or limit <= pil_limit else "ignore"
         warnings.simplefilter(action, Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(fp)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageLoadError(f"{where}: image too large, refusing to decode ({e}); limit is {limit} pixels") from e
         except UnidentifiedImageError as e:
-            raise ImageLoadError(f"{where}: not a recognised image format ({len(data)} bytes)") from e
+            raise ImageLoadError(f"{where}: not a recognised image format ({nbytes} bytes)") from e
         except _DECODE_ERRORS as e:
             raise ImageLoadError(f"{where}: image header is truncated or corrupt ({e})") from e
     with img:
         _check_size(img.size, where, limit)
+        source = _oriented_size(img)
+        if img.format == "JPEG" and budget is not None and img.width * img.height > budget:
+            img.draft(img.mode, _budget.budget_size(img.width, img.height, budget))  # decode at 1/2..1/8 scale
         _force_load(img, where)
-        return _to_rgb(_exif_transpose(img, where), where)
+        rgb = _to_rgb(_exif_transpose(img, where), where)
+        return _budget.downscale(rgb, budget, source if rgb.size != source else None)
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(W, H) the image will have once its EXIF orientation is applied (before any draft)."""
+    try:
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 — unreadable EXIF is ignored (and warned about) later
+        turned = False
+    return (img.height, img.width) if turned else img.size
 
 
 def _check_size(size: tuple[int, int], where: str, limit: int) -> None:

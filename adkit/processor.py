@@ -2,6 +2,9 @@
 
 * Pixels: anyres tiling of each image into a base view plus S×S crops (single view, padded to
   square with the mean colour, in multi-image samples), normalised with mean/std 0.5.
+* Images above the pixel budget arrive downscaled (:mod:`adkit.pixel_budget`); the long-side
+  cap and the crop grid are computed from the size they had before it (``source_size``), so
+  the budget never changes a grid or a token count.
 * Text: ChatML rendering with the paper's system prompt, ``<image>`` moved to the start of its
   turn, each ``<image>`` expanded to exactly as many placeholder tokens as
   :func:`adkit.anyres.image_layout` says the model will pack, and training labels under a named
@@ -18,7 +21,7 @@ from PIL import Image
 
 from .anyres import ImageLayout, capped_size, crop_grid, fit_size, image_layout
 from .config import AnomalyOVConfig
-from .images import load_image
+from .images import load_image, source_size
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
@@ -38,19 +41,26 @@ def base_view(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.BICUBIC)
 
 
+def _to_capped(img: Image.Image, h: int, w: int) -> Image.Image:
+    """Step 1 of anyres: ``img`` resized to its capped size (h, w) — unless that would upscale an
+    image the pixel budget already made smaller (the geometry still follows (h, w))."""
+    if (h, w) == (img.height, img.width) or h * w > img.height * img.width:
+        return img
+    return img.resize((w, h), Image.BICUBIC)
+
+
 def anyres_tiles(image, config: AnomalyOVConfig, single_view: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image → ([1 + rows·cols, 3, S, S] tiles, capped (h, w)). Tile 0 is the base view."""
     g = config.geometry
     s = g.tile_size
     img = load_image(image)
-    h, w = capped_size(img.height, img.width, g)
-    if (h, w) != (img.height, img.width):
-        img = img.resize((w, h), Image.BICUBIC)
+    h, w = capped_size(*source_size(img), g)  # the size before the pixel budget decides the geometry
+    img = _to_capped(img, h, w)
     if single_view:  # multi-image samples: pad to square with the mean colour, one tile
-        side = max(h, w)
+        side = max(img.size)
         fill = tuple(int(m * 255) for m in g.image_mean)
         square = Image.new("RGB", (side, side), fill)
-        square.paste(img, ((side - w) // 2, (side - h) // 2))
+        square.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
         return normalise(square.resize((s, s), Image.BICUBIC), g.image_mean, g.image_std)[None], (h, w)
     rows, cols = crop_grid(h, w, g)
     nh, nw = fit_size(h, w, (rows * s, cols * s))
@@ -123,9 +133,7 @@ class AnomalyOVProcessor:
         views = []
         for image in images:
             img = load_image(image)
-            h, w = capped_size(img.height, img.width, g)
-            if (h, w) != (img.height, img.width):
-                img = img.resize((w, h), Image.BICUBIC)
+            img = _to_capped(img, *capped_size(*source_size(img), g))
             views.append(normalise(base_view(img, size), g.image_mean, g.image_std))
         return torch.stack(views)
 

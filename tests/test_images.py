@@ -302,3 +302,58 @@ def test_arrays_uint16_float_bool():
 def test_bad_arrays(arr, message):
     with pytest.raises(ImageLoadError, match=r"<array>: .*" + message):
         load_image(arr)
+
+
+# ----------------------------------------------------------------------------- regular files only
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_devices_are_refused_without_reading(device):
+    if not Path(device).exists():
+        pytest.skip(f"{device} not on this system")
+    with pytest.raises(ImageLoadError, match=rf"^{device}: is a character device; only regular image files"):
+        load_image(device)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # no writer: a blocking open would hang forever
+    with pytest.raises(ImageLoadError, match=r"pipe.png: is a FIFO \(named pipe\)"):
+        load_image(fifo)
+
+
+def test_socket_is_refused(tmp_path):
+    import socket
+
+    path = tmp_path / "s.png"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        with pytest.raises(ImageLoadError, match=r"s.png: (is a socket|cannot read file)"):
+            load_image(path)
+
+
+def test_symlink_to_a_regular_image_is_followed_and_to_a_device_refused(tmp_path):
+    real = _save(_noise(), tmp_path / "real.png")
+    (tmp_path / "link.png").symlink_to(real)
+    assert load_image(tmp_path / "link.png").size == (64, 48)
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    with pytest.raises(ImageLoadError, match="zero.png: is a character device"):
+        load_image(tmp_path / "zero.png")
+
+
+def test_cli_refuses_a_device_and_a_fifo_in_one_line(tmp_path):
+    """``adkit detect`` goes through load_image: one line naming the file, exit 2, no model load."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for path, reason in (("/dev/zero", "is a character device"), (str(fifo), "is a FIFO")):
+        r = subprocess.run([sys.executable, "-m", "adkit.cli", "detect", path, "--preset", "tiny"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and path in lines[0] and reason in lines[0], r.stderr
