@@ -242,25 +242,21 @@ def cmd_detect(args) -> int:
     detections = model.detect(images, method=args.method, reference=reference, image_size=args.image_size,
                               threshold=args.threshold)  # NaN scores are refused there, never printed
     out_dir = Path(args.maps) if args.maps else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    if out_dir is not None:  # .npy at the loaded image's size (the pixel budget bounds it), PNG ≤ ~1024 px
         import numpy as np
 
-        from .viz import overlay_map
+        from .viz import as_2d_map, save_overlay
+
+        maps = [as_2d_map(det.anomaly_map) for det in detections]  # all checked before any file is written
+        out_dir.mkdir(parents=True, exist_ok=True)
     results, seen = [], set()
     for i, (path, img, det) in enumerate(zip(args.images, images, detections)):
         map_path = None
         if out_dir is not None:
             stem = _map_stem(path, i, seen)
-            np.save(out_dir / f"{stem}.npy", np.asarray(det.anomaly_map, dtype=np.float32))
-            fig, _ = overlay_map(img, det.anomaly_map, title=f"{Path(path).name}: score {det.score:.3f}")
-            map_path = str(out_dir / f"{stem}.png")
-            fig.savefig(map_path, dpi=max(100, int(img.width / 4)), bbox_inches="tight")
-            plt.close(fig)
+            map_path = str(save_overlay(img, maps[i], out_dir / f"{stem}.png",
+                                        title=f"{Path(path).name}: score {det.score:.3f}"))
+            np.save(out_dir / f"{stem}.npy", maps[i])
         threshold = det.threshold
         results.append({"image": path, "score": float(det.score), "anomalous": bool(det.score >= threshold),
                         "threshold": float(threshold), "method": det.method,

@@ -18,7 +18,7 @@ from .config import AnomalyOVConfig, get_preset
 from .images import load_image
 
 __all__ = ["SEGMENT_COLORS", "budget_markdown", "budget_table", "draw_crops", "label_mask_html", "overlay_map",
-           "plot_budget", "show_level_maps", "show_tiles", "token_strip"]
+           "as_2d_map", "plot_budget", "save_overlay", "show_level_maps", "show_tiles", "token_strip"]
 
 #: One colour per part of an image block (names of :meth:`ImageLayout.segments`).
 SEGMENT_COLORS = {
@@ -149,9 +149,7 @@ def overlay_map(image, anomaly_map, ax=None, alpha=0.5, cmap="jet", title=None):
     lie there (the expert's maps are softmax probabilities), else on their own range.
     """
     img = np.asarray(load_image(image))  # [H, W, 3]
-    amap = _numpy(anomaly_map).squeeze()
-    if amap.ndim != 2:
-        raise ValueError(f"anomaly_map must be 2-D (H×W), got shape {amap.shape}")
+    amap = as_2d_map(anomaly_map)
     h, w = img.shape[:2]
     if amap.shape != (h, w):
         amap = np.asarray(Image.fromarray(amap.astype(np.float32)).resize((w, h), Image.BILINEAR))  # [H, W]
@@ -163,6 +161,43 @@ def overlay_map(image, anomaly_map, ax=None, alpha=0.5, cmap="jet", title=None):
     ax.set_title(title or "")
     ax.set_axis_off()
     return fig, ax
+
+
+def as_2d_map(anomaly_map) -> np.ndarray:
+    """The map as H×W float32: leading size-1 axes dropped ([1, 1, H, W] → [H, W]), never a
+    side of the map itself, so a 1-pixel-tall image's [1, W] map stays 2-D."""
+    amap = _numpy(anomaly_map)
+    while amap.ndim > 2 and amap.shape[0] == 1:
+        amap = amap[0]
+    if amap.ndim != 2 or 0 in amap.shape:
+        raise ValueError(f"anomaly_map must be 2-D (H×W), got shape {amap.shape}")
+    return amap
+
+
+def save_overlay(image, anomaly_map, path, title=None, max_side: int = 1024, min_side: int = 512, dpi: int = 100):
+    """Write :func:`overlay_map` as a PNG whose picture is at most ``max_side`` pixels on its
+    long side (at least ``min_side``, so small images stay legible), whatever the image's size
+    or aspect; the PNG adds only a title and a colour bar around it. Checks the map before
+    writing anything. Returns ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    img = load_image(image)
+    amap = as_2d_map(anomaly_map)
+    long = max(img.size)
+    shown = min(max_side, max(long, min_side))  # pixels of the picture's long side in the PNG
+    width_in, height_in = shown * img.width / long / dpi, shown * img.height / long / dpi
+    if long > shown:  # shrink first: drawing and encoding cost ∝ pixels
+        size = (max(1, round(img.width * shown / long)), max(1, round(img.height * shown / long)))  # (W, H)
+        img = img.resize(size, Image.BILINEAR)
+        amap = np.asarray(Image.fromarray(amap).resize(size, Image.BILINEAR))  # [h, w]
+    fig = Figure(figsize=(max(2.0, width_in + 1.4), max(2.0, height_in + 0.6)), dpi=dpi)  # + colour bar, title
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
+    ax = fig.add_subplot()
+    overlay_map(img, amap, ax=ax, title=title)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
 
 
 def show_level_maps(level_maps, fused=None, axes=None, labels=None, cmap="jet"):

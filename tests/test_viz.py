@@ -151,3 +151,49 @@ def test_label_mask_html_colours_each_token():
     assert "a&lt;b" in html and "\\n" in html
     with pytest.raises(ValueError):
         viz.label_mask_html(["a"], [])
+
+
+# ----------------------------------------------------------------------------- map files
+
+
+@pytest.mark.parametrize("w,h", [(10000, 50), (50, 10000), (300, 1), (1, 300), (1, 1), (2304, 2304), (40, 30)])
+def test_save_overlay_png_is_bounded_whatever_the_shape(tmp_path, w, h):
+    from PIL import Image
+
+    img = Image.fromarray(np.full((h, w, 3), 90, np.uint8))
+    path = viz.save_overlay(img, np.random.default_rng(0).random((h, w), dtype=np.float32), tmp_path / "o.png",
+                            title=f"{w}x{h}: score 0.500")
+    with Image.open(path) as png:  # opens without PIL's bomb warning: a bounded picture
+        pw, ph = png.size
+    assert 150 <= max(pw, ph) <= 1024 + 200 and min(pw, ph) >= 150  # picture ≤ 1024 px + title and colour bar
+
+
+def test_one_pixel_sides_keep_their_2d_map():
+    assert viz.as_2d_map(np.zeros((1, 300))).shape == (1, 300)
+    assert viz.as_2d_map(torch.zeros(1, 1, 7, 1)).shape == (7, 1)
+    assert viz.as_2d_map(np.zeros((1, 1))).shape == (1, 1)
+    _, ax = viz.overlay_map(_photo(1, 300), np.zeros((1, 300)))
+    assert ax.images[1].get_array().shape == (1, 300)
+    for bad in (np.float32(0.5), np.zeros(300), np.zeros((2, 3, 4)), np.zeros((0, 4))):
+        with pytest.raises(ValueError, match="2-D"):
+            viz.as_2d_map(bad)
+
+
+def test_detect_maps_for_thin_and_wide_images(tmp_path):
+    """``adkit detect --maps`` (tiny): a 10000×50 strip, 1-pixel sides and a 1×1 image all get a
+    map at the loaded image's size and an overlay PNG of bounded size."""
+    from PIL import Image
+
+    from adkit.cli import main
+
+    sizes = {"wide": (10000, 50), "row": (300, 1), "col": (1, 300), "dot": (1, 1)}
+    paths = []
+    for name, (w, h) in sizes.items():
+        Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(tmp_path / f"{name}.png")
+        paths.append(str(tmp_path / f"{name}.png"))
+    out = tmp_path / "maps"
+    assert main(["detect", *paths, "--preset", "tiny", "--maps", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    for name, (w, h) in sizes.items():
+        assert np.load(out / f"{name}.npy").shape == (h, w)
+        with Image.open(out / f"{name}.png") as png:
+            assert max(png.size) <= 1024 + 200
