@@ -26,6 +26,7 @@ def served(tiny):
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
     yield url, example_images()
     demo.close()
+    demo.output_dir.close()
 
 
 def test_concurrent_clients_all_answered(served, tiny):
@@ -50,3 +51,105 @@ def test_concurrent_clients_all_answered(served, tiny):
     assert not errors, errors
     for path, score, _ in results:  # each answer belongs to its own image
         assert score == pytest.approx(expected[path], abs=1e-4), path
+
+
+# ----------------------------------------------------------------------------- a real `adkit demo` process
+
+RUNS, LOAD_CLIENTS, LOAD_REQUESTS = 3, 16, 10
+
+
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``adkit demo --preset tiny`` in its own process, its temp dir (TMPDIR: the output folder
+    and Gradio's cache) in a fresh folder; (process, url, tmp)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    tmp = tmp_path_factory.mktemp("demo-tmp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_TEMP_DIR", None)
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "adkit.cli", "demo", "--preset", "tiny", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(600):  # until it answers (or dies); a bound on waiting, not a timing assertion
+        if proc.poll() is not None:
+            break
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    assert proc.poll() is None, (tmp / "server.log").read_text()
+    yield proc, url, tmp
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def _load_run(url: str, examples) -> list:
+    from gradio_client import Client, handle_file
+
+    def session(i: int):
+        client = Client(url, verbose=False)
+        out = []
+        for k in range(LOAD_REQUESTS):
+            path = str(examples[(i + k) % len(examples)])
+            out.append(client.predict(handle_file(path), 0.5, "tiny", "expert", None, api_name="/detect")[0])
+        return out
+
+    with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+        return [s for ss in pool.map(session, range(LOAD_CLIENTS)) for s in ss]
+
+
+def test_rss_stays_flat_and_outputs_bounded_over_repeated_load_runs(server):
+    """Three runs of 16 clients × 10 detections against one server process: every request answered,
+    RSS after the third run within 5 % of RSS after the first, the output folder bounded."""
+    from adkit.demo import example_images
+    from adkit.demo.outputs import KEEP_FILES
+
+    proc, url, tmp = server
+    examples = example_images()
+    rss = []
+    for _ in range(RUNS):
+        scores = _load_run(url, examples)
+        assert len(scores) == LOAD_CLIENTS * LOAD_REQUESTS and all(s is not None for s in scores)
+        rss.append(_rss_kb(proc.pid))
+    growth = (rss[-1] - rss[0]) / rss[0]
+    print(f"demo RSS after each run (KiB): {rss}; growth after the first: {growth:+.1%}")
+    assert growth < 0.05, rss
+    folders = list(tmp.glob("adkit-demo-*"))
+    assert len(folders) == 1
+    assert 0 < len(list(folders[0].iterdir())) <= KEEP_FILES  # 480 pictures written, the newest kept
+
+
+def test_sigterm_removes_the_output_folder(server):
+    """SIGTERM (what service managers and `kill` send) stops the server and removes adkit-demo-*."""
+    import signal
+
+    from gradio_client import Client, handle_file
+
+    from adkit.demo import example_images
+
+    proc, url, tmp = server
+    Client(url, verbose=False).predict(handle_file(str(example_images()[0])), 0.5, "tiny", "expert", None,
+                                       api_name="/detect")
+    (folder,) = tmp.glob("adkit-demo-*")
+    assert any(folder.iterdir())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    assert not folder.exists() and not list(tmp.glob("adkit-demo-*"))

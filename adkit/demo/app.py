@@ -16,6 +16,7 @@ and the safety defaults:
 * file payloads are vetted (:mod:`adkit.demo.uploads`): only files uploaded to the app and the
   gallery's own files are read, never another path on the server;
 * a bad upload becomes a warning and a status line, never a crash;
+* output pictures go to a bounded temp folder that is removed on exit (:mod:`adkit.demo.outputs`);
 * the example gallery comes from a folder (``data_samples/`` by default) or, offline and
   without one, from public-domain ``skimage.data`` photos (:func:`example_images`).
 """
@@ -23,7 +24,6 @@ and the safety defaults:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..zeroshot import METHODS, SETTINGS
 from . import handlers as H
+from .outputs import OutputFolder
 from .uploads import MAX_UPLOAD_MB, UploadGuard
 
 MAX_FILE_SIZE = f"{MAX_UPLOAD_MB}mb"  # Gradio's upload cap (HTTP 413 above it)
@@ -167,7 +168,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     example_files = [str(p) for p in example_images(examples)]
     if not pipeline.reference:  # method "mutual" scores an upload against the gallery unless others are given
         pipeline.reference = list(example_files)
-    outputs = tempfile.TemporaryDirectory(prefix="adkit-demo-")  # lives as long as the app
+    outputs = OutputFolder()  # bounded (newest KEEP_FILES kept), removed on close, exit and SIGTERM
     guard = UploadGuard(files=example_files)  # requests may name only uploads and the gallery's files
 
     def as_file(picture):
@@ -175,12 +176,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         cache atomically, while a returned PIL image is re-encoded and rewritten in place under a
         content hash, so two concurrent requests with the same picture could truncate the file
         one of them is downloading (seen in the 8-client load test)."""
-        if picture is None:
-            return None
-        fd, path = tempfile.mkstemp(suffix=".png", dir=outputs.name)
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.asarray(picture)).save(f, format="PNG")
-        return path
+        return None if picture is None else outputs.write_png(picture)
 
     def blank(status: str):
         return None, "", None, status
@@ -297,5 +293,5 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     demo.pipeline = pipeline
     demo.guard = guard
-    demo.output_dir = outputs  # cleaned up with the app object
+    demo.output_dir = outputs  # an OutputFolder: demo.output_dir.close() removes it (adkit demo does on exit)
     return demo

@@ -68,6 +68,9 @@ def check_args(args, tools) -> None:
 
 def cmd_demo(args, tools) -> int:
     check_args(args, tools)
+    from .outputs import remove_on_sigterm
+
+    remove_on_sigterm()  # SIGTERM stops the server like Ctrl+C, so the finally below runs
     from ..model import AnomalyOV
     from .app import example_images
     from .handlers import DemoPipeline
@@ -84,5 +87,9 @@ def cmd_demo(args, tools) -> int:
 
     demo = build_demo(pipeline, examples=examples, concurrency_limit=args.concurrency)
     port = args.port or None  # None: Gradio picks a free port
-    demo.launch(server_name=args.host, server_port=port)  # blocks until Ctrl+C
+    try:
+        demo.launch(server_name=args.host, server_port=port)  # blocks until Ctrl+C or SIGTERM
+    finally:
+        demo.close()
+        demo.output_dir.close()  # the adkit-demo-* folder of output pictures
     return 0

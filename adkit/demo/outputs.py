@@ -1,0 +1,90 @@
+"""Where the demo's output pictures live: a bounded folder that removes itself (docs/architecture.md §8, "Demo").
+
+The app hands its pictures (the overlay, the crops, the selected tokens) to Gradio as files
+with unique names (see ``build_demo``): Gradio copies each into its own cache as the event
+returns and serves that copy, so the file is needed only for a moment. Left alone, one
+folder per app under the system temp dir would grow by every picture of every request
+(~100 KB per detection) and outlive the process on SIGTERM.
+
+:class:`OutputFolder` keeps the newest ``keep`` files and deletes older ones as new ones
+arrive, so its size is bounded however long the app runs; ``keep`` is far more than the
+pictures of the requests in flight at once (a few per concurrent event), so a file is never
+deleted while Gradio still reads it. The folder is removed by :meth:`close` (``adkit demo``
+calls it on exit, on Ctrl+C and on SIGTERM, :func:`remove_on_sigterm`) and, failing that,
+when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["KEEP_FILES", "OutputFolder", "remove_on_sigterm"]
+
+#: Output files kept by default: 64 × ~100 KB; ≥ 20× the pictures of 2 concurrent events.
+KEEP_FILES = 64
+
+
+class OutputFolder:
+    """A private temp folder ``adkit-demo-*`` holding at most ``keep`` PNG files."""
+
+    def __init__(self, keep: int = KEEP_FILES, prefix: str = "adkit-demo-"):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.keep = int(keep)
+        self._dir = tempfile.TemporaryDirectory(prefix=prefix)  # its finalizer also runs at interpreter exit
+        self.path = Path(self._dir.name)
+        self._files: deque[str] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def write_png(self, picture) -> str:
+        """Save ``picture`` (a PIL image or a uint8 array) under a fresh unique name; return its path.
+        Files beyond the newest ``keep`` are deleted."""
+        fd, path = tempfile.mkstemp(suffix=".png", dir=self.path)
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(np.asarray(picture)).save(f, format="PNG")
+        with self._lock:
+            self._files.append(path)
+            old = [self._files.popleft() for _ in range(len(self._files) - self.keep)]
+        for p in old:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        return path
+
+    def files(self) -> list[str]:
+        """The files kept now, oldest first."""
+        with self._lock:
+            return list(self._files)
+
+    def close(self) -> None:
+        """Remove the folder and everything in it (idempotent)."""
+        with self._lock:
+            self._files.clear()
+        self._dir.cleanup()
+
+    cleanup = close  # the name TemporaryDirectory uses
+
+
+def remove_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt in the main thread, so ``launch()``'s blocking loop
+    stops the server and the caller's ``finally`` (and interpreter exit) clean up as for Ctrl+C.
+    Python's default SIGTERM action ends the process without running either."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
