@@ -137,6 +137,36 @@ def test_rss_stays_flat_and_outputs_bounded_over_repeated_load_runs(server):
     assert 0 < len(list(folders[0].iterdir())) <= KEEP_FILES  # 480 pictures written, the newest kept
 
 
+def test_the_largest_upload_costs_about_what_a_budget_sized_one_does(server, tmp_path):
+    """Per-request memory is bounded by the pixel budget: after a 2304² upload (the budget), the
+    largest image the demo accepts (4096², 16 MP, under the upload cap) raises the server's peak
+    RSS (VmHWM) by less than half of what its maps alone would need at full size."""
+    import numpy as np
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from adkit.demo.handlers import DEMO_MAX_PIXELS
+
+    proc, url, _ = server
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 256, size=(128, 128, 3), dtype=np.uint8)
+    side = int(DEMO_MAX_PIXELS ** 0.5)
+    Image.fromarray(cells.repeat(side // 128, 0).repeat(side // 128, 1)).save(tmp_path / "max.png")
+    Image.fromarray(cells.repeat(18, 0).repeat(18, 1)).save(tmp_path / "budget.png")  # 2304²
+    assert (tmp_path / "max.png").stat().st_size < 20 * 2 ** 20
+    client = Client(url, verbose=False)
+    for name in ("budget.png", "max.png"):
+        score, _, _, status = client.predict(handle_file(str(tmp_path / name)), 0.5, "tiny", "expert", None,
+                                             api_name="/detect")
+        assert score is not None, status
+        if name == "budget.png":
+            hwm_budget = _rss_kb(proc.pid, "VmHWM")
+    extra_mb = (_rss_kb(proc.pid, "VmHWM") - hwm_budget) / 1024
+    full_maps_mb = DEMO_MAX_PIXELS * 4 * 3 / 2 ** 20  # three float32 maps at full size alone: 192 MB
+    print(f"peak RSS added by the 16 MP upload: {extra_mb:.0f} MB")
+    assert extra_mb < full_maps_mb / 2  # the decode itself (48 MB at 16 MP) is unavoidable
+
+
 def test_sigterm_removes_the_output_folder(server):
     """SIGTERM (what service managers and `kill` send) stops the server and removes adkit-demo-*."""
     import signal

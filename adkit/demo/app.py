@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..zeroshot import METHODS, SETTINGS
 from . import handlers as H
-from .outputs import OutputFolder
+from .outputs import OutputFolder, release_freed_memory
 from .uploads import MAX_UPLOAD_MB, UploadGuard
 
 MAX_FILE_SIZE = f"{MAX_UPLOAD_MB}mb"  # Gradio's upload cap (HTTP 413 above it)
@@ -190,6 +190,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         except H.DemoInputError as exc:
             gr.Warning(str(exc))
             return blank(f"⚠ {exc}")
+        release_freed_memory()  # RSS stays flat over long runs (adkit.demo.outputs)
         shown = round(r.score, SCORE_DECIMALS)  # judge the score the page shows (and /verdict gets back)
         return shown, H.verdict_markdown(shown, threshold), as_file(r.overlay), r.status
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["KEEP_FILES", "OutputFolder", "remove_on_sigterm"]
+__all__ = ["KEEP_FILES", "OutputFolder", "release_freed_memory", "remove_on_sigterm"]
 
 #: Output files kept by default: 64 × ~100 KB; ≥ 20× the pictures of 2 concurrent events.
 KEEP_FILES = 64
@@ -88,3 +88,24 @@ def remove_on_sigterm() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a finished request back to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). Each request allocates and frees image-sized buffers from several worker
+    threads; glibc keeps such memory in per-thread arenas, so a long-running server's RSS would
+    creep up run after run although nothing is retained."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
