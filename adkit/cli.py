@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--method self/mutual: score one base view of PX pixels (a multiple of the patch size) "
                         "instead of the anyres tiles")
     d.add_argument("--maps", metavar="DIR", default=None,
-                   help="save per image a heat-map overlay DIR/<name>.png and the raw H×W map DIR/<name>.npy")
+                   help="save per image a heat-map overlay DIR/<name>.png (at most 1024 px) and the raw H×W map "
+                        "DIR/<name>.npy at the loaded size (images over the pixel budget, ADKIT_PIXEL_BUDGET, "
+                        "are downscaled on load)")
     d.add_argument("--threshold", type=float, default=None,
                    help='"anomalous" is score >= THRESHOLD, in [0, 1] (default: the preset\'s calibrated '
                         "threshold for the method, chosen on validation data; 0.5 where none is shipped)")

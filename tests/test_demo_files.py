@@ -210,3 +210,29 @@ def test_guard_rules_directly(tmp_path, secret):
         guard.vet({"url": "data:image/png;base64,@@@@"})
     with pytest.raises(H.DemoInputError, match="without a file"):
         guard.vet({"url": "https://example.com/x.png"})
+
+
+def test_uploads_are_swept_from_the_cache(tiny, secret):
+    """Gradio's upload folder does not grow with every request: the app's sweep deletes what it
+    received once it is older than the age (here 1 s, checked every second), and a request
+    naming the deleted upload is told to upload it again; the shipped default is an hour."""
+    from adkit.demo import build_demo
+    from adkit.demo.app import UPLOAD_SWEEP_S
+
+    assert UPLOAD_SWEEP_S == (600, 3600)
+    demo = build_demo(H.DemoPipeline(tiny, max_new_tokens=4), delete_cache=(1, 1))
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
+    try:
+        stored = _upload(url, secret)
+        assert Path(stored).is_file()
+        event, data = _detect(url, {"path": stored, "meta": {"_type": "gradio.FileData"}})
+        assert event == "complete" and data[0] is not None
+        deadline = time.monotonic() + 30
+        while Path(stored).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not Path(stored).exists(), "the sweep left the upload in the cache"
+        event, data = _detect(url, {"path": stored, "meta": {"_type": "gradio.FileData"}})
+        assert event == "complete" and data[0] is None and data[2] is None
+        assert "no longer on the server; please upload it again" in data[3]
+    finally:
+        demo.close()

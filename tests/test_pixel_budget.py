@@ -137,10 +137,13 @@ def test_model_sees_the_same_grid_and_token_count(tiny):
         assert b_small["split_sizes"].tolist() == b_full["split_sizes"].tolist()
 
 
-_PEAK = """import resource, sys
+# VmHWM, the peak RSS of this process's own address space: ru_maxrss would not do, since Linux
+# carries the parent's high-water mark over fork + exec (under pytest, the whole suite's peak).
+_PEAK = """import re, sys
 from adkit.cli import main
 rc = main(sys.argv[1:])
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "RC", rc)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print("PEAK_KB", hwm, "RC", rc)
 """
 
 
@@ -171,3 +174,17 @@ def test_an_8192_image_costs_about_what_a_2048_one_does(tmp_path):
     assert peak_big < 1.25 * peak_2048, (peak_big, peak_2048)
     assert peak_unbudgeted > 1.5 * peak_big, (peak_unbudgeted, peak_big)
     assert np.load(tmp_path / "m2" / "big.npy").shape == (2304, 2304)
+
+
+def test_the_feature_cache_counts_tiles_from_the_size_before_the_budget(tiny):
+    """Stage 1's feature cache sizes its memmap from ``fit_caps``: a budgeted image must get the
+    tile count the processor will produce for it, or the cache's rows and the tiles disagree."""
+    from adkit.train.features import fit_caps
+
+    proc = tiny.processor
+    for i, (w, h) in enumerate(SIZES[:8]):
+        small = load_image(_smooth(w, h, seed=i), pixel_budget=150 ** 2)
+        assert small.size != (w, h)
+        assert fit_caps(proc, small) == capped_size(h, w, proc.config.geometry), (w, h)
+        tiles, _ = anyres_tiles(small, proc.config)
+        assert proc.layout(*fit_caps(proc, small)).num_tiles == tiles.shape[0], (w, h)

@@ -17,6 +17,7 @@ and the safety defaults:
   gallery's own files are read, never another path on the server;
 * a bad upload becomes a warning and a status line, never a crash;
 * output pictures go to a bounded temp folder that is removed on exit (:mod:`adkit.demo.outputs`);
+  Gradio's copies of uploads and outputs are swept after an hour (:data:`UPLOAD_SWEEP_S`);
 * the example gallery comes from a folder (``data_samples/`` by default) or, offline and
   without one, from public-domain ``skimage.data`` photos (:func:`example_images`).
 """
@@ -38,6 +39,10 @@ MAX_FILE_SIZE = f"{MAX_UPLOAD_MB}mb"  # Gradio's upload cap (HTTP 413 above it)
 SCORE_DECIMALS = 4  # the score box's precision
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "DejaVu Sans", "Helvetica", "Arial", "sans-serif")
 MONO_FONTS = ("ui-monospace", "DejaVu Sans Mono", "Menlo", "Consolas", "monospace")
+#: Gradio's cache sweep, (every, older than) in seconds: uploads and the cached copies of outputs
+#: are deleted an hour after they were made (and all of them when the server stops), so the
+#: upload folder does not grow with every request.
+UPLOAD_SWEEP_S = (600, 3600)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FALLBACK_PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")  # offline skimage.data photos (public domain)
 _BLOCKS_CLASS = None
@@ -155,11 +160,12 @@ def example_images(source=None, limit: int = 6) -> list[Path]:
 
 
 def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: int = 64,
-               title: str = "adkit · Anomaly-OV demo"):
+               title: str = "adkit · Anomaly-OV demo", delete_cache: tuple[int, int] = UPLOAD_SWEEP_S):
     """The app for ``pipeline`` (a :class:`~adkit.demo.handlers.DemoPipeline` or an ``AnomalyOV``).
 
     ``examples``: a folder or a list of image files for the gallery (default:
-    :func:`example_images`). Launch it with ``demo.launch()``
+    :func:`example_images`). ``delete_cache``: (every, older than) seconds for Gradio's sweep of
+    the files this app received or served (:data:`UPLOAD_SWEEP_S`). Launch it with ``demo.launch()``
     (127.0.0.1) or ``demo.launch(prevent_thread_lock=True)`` in a notebook or test.
     """
     gr = _gradio()
@@ -232,7 +238,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
 
         return ask
 
-    with _blocks_class()(title=title, analytics_enabled=False) as demo:
+    with _blocks_class()(title=title, analytics_enabled=False, delete_cache=delete_cache) as demo:
         gr.Markdown(f"# {title}\nZero-shot anomaly detection and reasoning (Anomaly-OV, CVPR 2025): the "
                     "anomaly expert scores the image and maps where it looks wrong; the LLM answers questions.")
         note = gr.Markdown(H.untrained_note(pipeline.model), elem_id="untrained-note")

@@ -178,10 +178,12 @@ class FeatureCache:
 
 
 def fit_caps(processor, image) -> tuple[int, int]:
-    """(h, w) of ``image`` after the long-side cap, as the processor tiles it."""
+    """(h, w) of ``image`` after the long-side cap, as the processor tiles it: from the size the
+    image had before the pixel budget, as the processor does."""
     from ..anyres import capped_size
+    from ..images import source_size
 
-    return capped_size(image.height, image.width, processor.config.geometry)
+    return capped_size(*source_size(image), processor.config.geometry)
 
 
 def _progress(iterable, enabled: bool, desc: str):
