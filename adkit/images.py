@@ -165,6 +165,13 @@ def _decode(fp: BinaryIO, nbytes: int, where: str, limit: int, budget: int | Non
         if img.format == "JPEG" and budget is not None and img.width * img.height > budget:
             img.draft(img.mode, _budget.budget_size(img.width, img.height, budget))  # decode at 1/2..1/8 scale
         _force_load(img, where)
+        if (budget is not None and img.width * img.height > budget and img.mode in _RESIZE_FIRST
+                and "transparency" not in img.info):
+            # big plain image: turn it in place and shrink it before any copy, so the peak is
+            # the decode alone (an 8192² PNG: 256 MB, not three copies of it)
+            _exif_transpose(img, where, in_place=True)
+            img = img.resize(_budget.budget_size(img.width, img.height, budget), Image.BICUBIC, reducing_gap=3.0)
+            return _budget.downscale(_to_rgb(img, where), budget, source)
         rgb = _to_rgb(_exif_transpose(img, where), where)
         return _budget.downscale(rgb, budget, source if rgb.size != source else None)
 
@@ -187,6 +194,11 @@ def _check_size(size: tuple[int, int], where: str, limit: int) -> None:
         )
 
 
+#: Modes whose resize-then-convert equals convert-then-resize (no alpha, no high bit depth;
+#: a colour-key "transparency" is excluded where it is used).
+_RESIZE_FIRST = ("RGB", "L")
+
+
 def _force_load(img: Image.Image, where: str) -> None:
     """Decode every pixel now, so truncation surfaces here and not later."""
     try:
@@ -195,9 +207,9 @@ def _force_load(img: Image.Image, where: str) -> None:
         raise ImageLoadError(f"{where}: image data is truncated or corrupt ({e})") from e
 
 
-def _exif_transpose(img: Image.Image, where: str) -> Image.Image:
+def _exif_transpose(img: Image.Image, where: str, in_place: bool = False) -> Image.Image:
     try:
-        out = ImageOps.exif_transpose(img)
+        out = ImageOps.exif_transpose(img, in_place=in_place)
     except Exception as e:  # a broken EXIF block must not cost the pixels
         warnings.warn(f"{where}: ignoring unreadable EXIF orientation ({e})", stacklevel=4)
         return img

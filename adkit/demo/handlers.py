@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..images import ImageLoadError, load_image
+from ..images import MAX_PIXELS, ImageLoadError, load_image
 
 #: The paper's prompts (VisA-D&R: detection, then low-level and complex reasoning; docs/architecture.md §5).
 PAPER_PROMPTS = (
@@ -38,8 +38,9 @@ PAPER_PROMPTS = (
     "What could have caused it?",
     "How can it be prevented?",
 )
-#: Largest image the demo decodes: 16 megapixels (load_image checks the header first).
-DEMO_MAX_PIXELS = 4096 * 4096
+#: Largest image the demo decodes: the CLI's limit, 8192² (load_image checks the header first; the
+#: pixel budget then downscales it on load, so a phone photo costs what a 2304² image does).
+DEMO_MAX_PIXELS = MAX_PIXELS
 PAPER_PRESETS = {"paper-0.5b": 896, "paper-7b": 3584}  # preset → the LLM width of its llava-hf folder
 
 
