@@ -19,13 +19,14 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 # the exact command to run is printed before any test runs.
 SYSTEM_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: help setup system lab demo test samples strip clean
+.PHONY: help setup system lab demo test reliability samples strip clean
 
 help:
 	@echo "make setup   create .venv and install adkit[notebooks,dev] (cheap when done)"
 	@echo "make lab     start JupyterLab on notebooks/ (extra flags: JUPYTER_ARGS=...)"
 	@echo "make demo    start the web demo on http://127.0.0.1:7860 (small preset; extra flags: DEMO_ARGS=...)"
 	@echo "make test    run tests/ and the notebooks (nbval) with ADKIT_TINY=1 (installs $(SYSTEM_PACKAGES) if missing)"
+	@echo "make reliability  only the reliability suite (tests/system): bad uploads, server paths, cache faults, bad inputs; prints tried/handled"
 	@echo "make system  install the system packages the tests need ($(SYSTEM_PACKAGES); apt-get, as root)"
 	@echo "make samples rebuild data_samples/ (byte-identical; check with: adkit data make-samples --check)"
 	@echo "make strip   clear outputs and execution counts in notebooks/*.ipynb"
@@ -68,6 +69,11 @@ demo: setup
 # an empty notebooks/ folder and pytest errors on a missing path.
 test: setup system
 	ADKIT_TINY=1 $(PY) -m pytest tests $(wildcard notebooks) --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# The reliability suite alone (make test runs it too): its table of cases tried / handled is
+# printed at the end of the run.
+reliability: setup
+	ADKIT_TINY=1 $(PY) -m pytest tests/system -p no:cacheprovider -q
 
 samples: setup
 	$(VENV)/bin/adkit data make-samples --out data_samples
