@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adkit.eval.localisation import (
-    aupro, average_precision, label_regions, pixel_average_precision, pixel_f1_max, precision_recall_curve,
-    pro_curve,
+    aupro, average_precision, label_regions, pixel_average_precision, pixel_f1_max, pixel_metrics,
+    precision_recall_curve, pro_curve,
 )
 
 TOL = 1e-12
@@ -194,7 +194,7 @@ def test_aupro_errors_name_the_problem():
     m = _square_mask()
     with pytest.raises(ValueError, match="at least one anomalous region, but all 2 mask"):
         aupro([np.zeros((4, 4)), np.zeros((4, 4))], [np.ones((4, 4)), np.ones((4, 4))])
-    with pytest.raises(ValueError, match="needs normal pixels"):
+    with pytest.raises(ValueError, match="need normal pixels"):
         aupro([np.ones((4, 4))], [np.ones((4, 4))])
     with pytest.raises(ValueError, match=r"pair 1: mask shape \(4, 4\) != map shape \(4, 5\)"):
         aupro([m, m], [m * 1.0, np.zeros((4, 5))])
@@ -276,3 +276,22 @@ def test_pixel_ap_and_f1_max_match_sklearn_on_pooled_pixels():
         pixel_average_precision(masks, maps)  # any nonzero mask value is anomalous
     with pytest.raises(ValueError, match="pair 2: mask shape"):
         pixel_f1_max(masks, [maps[0], maps[1], maps[2].T, maps[3], maps[4]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pixel_metrics_equal_the_separate_functions(seed):
+    from adkit.eval.metrics import pixel_auroc
+
+    masks, maps = _random_case(np.random.default_rng(seed), n=5, h=16, w=13, levels=None if seed % 2 else 7)
+    pm = pixel_metrics(masks, maps, points=50)
+    assert pm.auroc == pytest.approx(pixel_auroc(masks, maps), abs=1e-12)  # trapezoid = rank statistic
+    assert pm.ap == pixel_average_precision(masks, maps)
+    assert (pm.f1_max, pm.threshold) == pixel_f1_max(masks, maps)
+    assert pm.aupro == pytest.approx(aupro(masks, maps), abs=1e-15)
+    assert pixel_metrics(masks, maps, 0.1, 4).aupro == pytest.approx(aupro(masks, maps, 0.1, 4), abs=1e-15)
+    assert set(pm.named()) == {"pixel_AUROC", "pixel_AP", "pixel_F1Max", "pixel_AUPRO"}
+    for x, y in (pm.roc, pm.pr, pm.pro):  # thinned for plots, ends kept
+        assert x.size == y.size <= 50 and x[0] == 0.0 and x[-1] == pytest.approx(1.0)
+    assert pm.pro[1][-1] == pytest.approx(1.0) and pm.pr[1][0] == 1.0
+    with pytest.raises(ValueError, match="at least one anomalous region"):
+        pixel_metrics([np.zeros((3, 3))], [np.ones((3, 3))])

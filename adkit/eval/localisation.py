@@ -10,6 +10,7 @@ tests/test_localisation.py checks each against scikit-learn or a from-scratch re
     pixel_f1_max              best pixel F1 over all thresholds, and that threshold
     pro_curve, aupro          the per-region overlap (PRO) curve and its normalised area up to a
                               false positive rate of 0.3: the MVTec AD localisation metric
+    pixel_metrics             all pixel metrics (and thinned curves for plots) from one sort
 
 AUPRO (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV 2021, §3.2 "Evaluation
 metrics"; CVPR 2019). Pixel AUROC rewards large defects: a map that finds one big region and
@@ -34,7 +35,8 @@ anomalous, a pixel is predicted anomalous at threshold t iff its score >= t.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -42,7 +44,7 @@ from .metrics import _check, _cumulative_counts, f1_max
 
 __all__ = [
     "NAMES", "average_precision", "precision_recall_curve", "pixel_average_precision", "pixel_f1_max",
-    "pixel_pairs", "label_regions", "pro_curve", "aupro",
+    "pixel_pairs", "label_regions", "pro_curve", "aupro", "PixelMetrics", "pixel_metrics",
 ]
 
 # The kit's result keys, as anomalib names its metrics (image_ / pixel_ prefix + metric class)
@@ -139,42 +141,57 @@ def label_regions(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, 
     return labels, int(n)
 
 
+class _Runs(NamedTuple):
+    """Cumulative counts at each distinct pixel score, thresholds decreasing (one sort of all pixels)."""
+
+    thresholds: np.ndarray  # [R]
+    fps: np.ndarray  # [R] normal pixels with score >= threshold
+    tps: np.ndarray  # [R] anomalous pixels with score >= threshold
+    pro: np.ndarray  # [R] mean over regions of the share of each region with score >= threshold
+    n_normal: int
+    n_anomalous: int
+    n_regions: int
+
+
+def _runs(pairs, connectivity: int) -> _Runs:
+    """Every normal pixel adds 1 to the false positives and every pixel of region C adds
+    1 / (|C| · regions) to the PRO when the threshold falls to its score, so one sort and
+    cumulative sums give every threshold's counts (no loop over thresholds)."""
+    pro_step, n_regions = [], 0
+    for m, _ in pairs:
+        labels, n = label_regions(m, connectivity)
+        flat = labels.ravel()  # [H*W] 0 = normal, 1..n = region
+        sizes = np.bincount(flat, minlength=n + 1).astype(np.float64)  # [n+1]
+        step = np.zeros(flat.size)  # [H*W] 1 / |C| on region pixels, 0 on normal ones
+        inside = flat > 0
+        step[inside] = 1.0 / sizes[flat[inside]]
+        pro_step.append(step)
+        n_regions += n
+    y = np.concatenate([m.ravel() for m, _ in pairs])  # [P] all pixels of all images
+    n_anomalous = int(y.sum())
+    n_normal = y.size - n_anomalous
+    if n_regions == 0:
+        raise ValueError(f"pixel metrics need at least one anomalous region, but all {len(pairs)} mask(s) are empty")
+    if n_normal == 0:
+        raise ValueError(f"pixel metrics need normal pixels (for the false positive rate), but all {len(pairs)} "
+                         "mask(s) are anomalous everywhere")
+    s = np.concatenate([a.ravel() for _, a in pairs])  # [P]
+    order = np.argsort(s)[::-1]  # [P] scores decreasing (order within ties is irrelevant: runs are summed)
+    s_desc = s[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s_desc)), s.size - 1]  # [R] last pixel of each distinct score
+    tps = np.cumsum(y[order])[last_of_run].astype(np.float64)  # [R]
+    fps = 1.0 + last_of_run - tps  # [R] pixels so far minus anomalous ones
+    pro = np.cumsum(np.concatenate(pro_step)[order])[last_of_run] / n_regions  # [R]
+    np.clip(pro, 0.0, 1.0, out=pro)  # rounding of the float sums only
+    return _Runs(s_desc[last_of_run], fps, tps, pro, n_normal, n_anomalous, n_regions)
+
+
 def pro_curve(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray],
               connectivity: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The PRO curve (fpr, pro, thresholds): a leading (0, 0) at +inf, then one point per distinct
-    map value, thresholds decreasing; the last point is (1, 1).
-
-    Computed in one pass: every normal pixel adds 1 / (normal pixels) to the FPR and every pixel of
-    region C adds 1 / (|C| · regions) to the PRO when the threshold falls to its score, so one sort
-    and two cumulative sums give the curve at every threshold (no loop over thresholds).
-    """
-    pairs = pixel_pairs(masks, maps)
-    fp_step, pro_step, n_regions = [], [], 0
-    for m, _ in pairs:
-        labels, n = label_regions(m, connectivity)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)  # [n+1] 0 = normal pixels
-        step = np.zeros(labels.size)  # [H*W] 1 / |C| on region pixels, 0 on normal ones
-        inside = labels.ravel() > 0
-        step[inside] = 1.0 / sizes[labels.ravel()[inside]]
-        pro_step.append(step)
-        fp_step.append(~inside)
-        n_regions += n
-    fp = np.concatenate(fp_step)  # [P] all pixels of all images
-    n_normal = int(fp.sum())
-    if n_regions == 0:
-        raise ValueError(f"AUPRO needs at least one anomalous region, but all {len(pairs)} mask(s) are empty")
-    if n_normal == 0:
-        raise ValueError(f"AUPRO needs normal pixels for its false positive rate, but all {len(pairs)} mask(s) "
-                         "are anomalous everywhere")
-    pro = np.concatenate(pro_step) / n_regions  # [P]
-    s = np.concatenate([a.ravel() for _, a in pairs])  # [P]
-    order = np.argsort(s, kind="stable")[::-1]  # [P] scores decreasing
-    s_desc = s[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s_desc)), s.size - 1]  # [R] last pixel of each distinct score
-    fpr = np.cumsum(fp[order])[last_of_run] / n_normal  # [R]
-    pros = np.cumsum(pro[order])[last_of_run]  # [R]
-    np.clip(pros, 0.0, 1.0, out=pros)  # rounding of the float sums only
-    return np.r_[0.0, fpr], np.r_[0.0, pros], np.r_[np.inf, s_desc[last_of_run]]
+    map value, thresholds decreasing; the last point is (1, 1)."""
+    r = _runs(pixel_pairs(masks, maps), connectivity)
+    return np.r_[0.0, r.fps / r.n_normal], np.r_[0.0, r.pro], np.r_[np.inf, r.thresholds]
 
 
 def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -197,7 +214,67 @@ def aupro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], fpr_limit: fl
     In [0, 1]: 1 when every region is found before any normal pixel is flagged. See the module
     docstring for the definition; anomalib calls it ``AUPRO`` (``pixel_AUPRO`` here).
     """
+    limit = _limit(fpr_limit)
+    fpr, pro, _ = pro_curve(masks, maps, connectivity)
+    return _area_to(fpr, pro, limit) / limit
+
+
+def _limit(fpr_limit) -> float:
     if not (isinstance(fpr_limit, numbers.Real) and 0.0 < fpr_limit <= 1.0):
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
-    fpr, pro, _ = pro_curve(masks, maps, connectivity)
-    return _area_to(fpr, pro, float(fpr_limit)) / float(fpr_limit)
+    return float(fpr_limit)
+
+
+def _thin(*curve: np.ndarray, points: int) -> tuple[np.ndarray, ...]:
+    """At most ``points`` evenly spaced points of a curve, its first and last kept (for plots)."""
+    keep = np.unique(np.linspace(0, curve[0].size - 1, min(points, curve[0].size)).round().astype(int))  # [<=points]
+    return tuple(c[keep] for c in curve)
+
+
+@dataclass(frozen=True)
+class PixelMetrics:
+    """All pixel-level metrics of one set of (mask, map) pairs, from one sort of the pixels.
+
+    ``named()`` gives them under anomalib's names. Curves are thinned to at most ``points``
+    points each (for figures; the metrics use every threshold).
+    """
+
+    auroc: float
+    ap: float
+    f1_max: float
+    threshold: float  # the pixel F1-max threshold: pixels with score >= threshold are predicted anomalous
+    aupro: float
+    fpr_limit: float
+    connectivity: int
+    n_regions: int
+    roc: tuple[np.ndarray, np.ndarray] = field(repr=False)  # (fpr, tpr)
+    pr: tuple[np.ndarray, np.ndarray] = field(repr=False)  # (recall, precision)
+    pro: tuple[np.ndarray, np.ndarray] = field(repr=False)  # (fpr, pro)
+
+    def named(self) -> dict[str, float]:
+        return {"pixel_AUROC": self.auroc, "pixel_AP": self.ap, "pixel_F1Max": self.f1_max,
+                "pixel_AUPRO": self.aupro}
+
+
+def pixel_metrics(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], fpr_limit: float = 0.3,
+                  connectivity: int = 8, points: int = 400) -> PixelMetrics:
+    """Pixel AUROC, AP, F1-max (+ threshold) and AUPRO of the pooled pixels at once.
+
+    The same values as ``metrics.pixel_auroc``, ``pixel_average_precision``, ``pixel_f1_max`` and
+    ``aupro`` (tests/test_localisation.py checks each), but with one sort of the pixels instead of
+    four. AUROC is the trapezoidal area under the ROC points (equal to the rank statistic).
+    """
+    limit = _limit(fpr_limit)
+    r = _runs(pixel_pairs(masks, maps), connectivity)
+    fpr, tpr = np.r_[0.0, r.fps / r.n_normal], np.r_[0.0, r.tps / r.n_anomalous]  # [R+1]
+    precision, recall = np.r_[1.0, r.tps / (r.tps + r.fps)], np.r_[0.0, r.tps / r.n_anomalous]  # [R+1]
+    f1 = 2.0 * r.tps / (r.tps + r.fps + r.n_anomalous)  # [R] as metrics.f1_max
+    best = int(np.argmax(f1))  # first = highest threshold
+    pro = np.r_[0.0, r.pro]  # [R+1]
+    return PixelMetrics(
+        auroc=float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)),
+        ap=float(np.sum(np.diff(recall) * precision[1:])),
+        f1_max=float(f1[best]), threshold=float(r.thresholds[best]),
+        aupro=_area_to(fpr, pro, limit) / limit, fpr_limit=limit, connectivity=connectivity, n_regions=r.n_regions,
+        roc=_thin(fpr, tpr, points=points), pr=_thin(recall, precision, points=points),
+        pro=_thin(fpr, pro, points=points))
