@@ -68,8 +68,14 @@ def test_zero_shot_json_equals_text_and_report(folder_tree, tmp_path, capsys):
         sub = tmp_path / "rep" / f"widget-{r['method']}"  # the written per-method report agrees
         with open(sub / "per_class.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        assert [(x["class"], float(x["image_auroc"]), float(x["f1_max"])) for x in rows] == \
-            [(x["class"], x["image_auroc"], x["f1_max"]) for x in r["per_class"]]
+        assert [(x["class"], float(x["image_AUROC"]), float(x["image_F1Max"]), float(x["image_AP"])) for x in rows] == \
+            [(x["class"], x["image_AUROC"], x["image_F1Max"], x["image_AP"]) for x in r["per_class"]]
+        assert "pixel_AUPRO" not in rows[0]  # no masks in this folder: no pixel columns
+        for row in r["per_class"]:  # the keys before anomalib's names stay as aliases
+            assert (row["image_auroc"], row["f1_max"], row["pixel_auroc"]) == \
+                (row["image_AUROC"], row["image_F1Max"], row["pixel_AUROC"])
+        assert (r["image_auroc_macro"], r["f1_max_macro"]) == (r["image_AUROC"], r["image_F1Max"])
+        assert r["pixel_AUPRO"] is None and 0 <= r["image_AP"] <= 1
     assert doc["report"] == str(tmp_path / "rep" / "report.md") and doc["files"]["markdown"] == doc["report"]
     assert all(Path(p).is_file() for p in doc["files"].values())  # every listed file exists
 
