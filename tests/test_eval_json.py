@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from adkit import cli
+from adkit.data import AnomalySample
 
 
 def _run(argv, capsys) -> tuple[str, str]:
@@ -144,3 +145,49 @@ def test_json_run_errors_stay_one_line(tmp_path, capsys):
     assert cli.main(["eval", "zero-shot", "--folder", str(tmp_path / "nope"), "--preset", "tiny", "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("adkit: error:") and captured.err.count("\n") == 1
+
+
+def test_zero_shot_on_an_mvtec_tree_with_masks_reports_aupro(tiny, tmp_path, capsys):
+    """An MVTec AD layout (<cat>/test/<defect>/*.png + <cat>/ground_truth/<defect>/*_mask.png) of
+    synthetic defects: the JSON carries pixel_AUPRO (= localisation.aupro of the model's maps and
+    the masks), the text and per_class.csv agree, and the localisation panel is written."""
+    from adkit.data import load_mvtec
+    from adkit.data.samples import write_tree
+    from adkit.data.synth import DEFECT_FAMILIES, synthesize
+    from adkit.eval.localisation import aupro
+
+    rng = np.random.default_rng(5)
+    samples = []
+    for i in range(7):
+        base = Image.fromarray(rng.integers(90, 160, (64, 64, 3), dtype=np.uint8))
+        if i < 3:
+            samples.append(AnomalySample(base, 0, "tile", id=f"ok{i}"))
+        else:
+            d = synthesize(base, DEFECT_FAMILIES[i % len(DEFECT_FAMILIES)], seed=i, severity="severe")
+            samples.append(AnomalySample(d.image, 1, "tile", defect=d.defect, mask=d.mask, id=f"bad{i}"))
+    write_tree(samples, tmp_path / "mvtec", train_good=0)
+    assert any((tmp_path / "mvtec" / "tile" / "ground_truth").rglob("*_mask.png"))
+    argv = ["eval", "zero-shot", "--mvtec", str(tmp_path / "mvtec"), "--preset", "tiny", "--name", "tiles",
+            "--no-progress"]
+    text, _ = _run(argv, capsys)
+    doc = json.loads(_run([*argv, "--json", "--out", str(tmp_path / "rep")], capsys)[0])
+    (r,) = doc["results"]
+    assert 0 <= r["pixel_AUPRO"] <= 1 and r["pixel_AUROC"] == r["pixel_auroc_macro"] is not None
+    assert all(0 <= r[k] <= 1 for k in ("image_AUROC", "image_AP", "image_F1Max", "pixel_AP", "pixel_F1Max"))
+    assert f"pixel AUPRO (macro) {r['pixel_AUPRO']:.4f}" in text
+    (row,) = r["per_class"]
+    assert row["pixel_AUPRO"] == r["pixel_AUPRO"] and _md_rows(text, "tile")[0][9] == _f3(row["pixel_AUPRO"])
+    with open(tmp_path / "rep" / "per_class.csv", newline="") as f:
+        (saved,) = list(csv.DictReader(f))
+    assert float(saved["pixel_AUPRO"]) == row["pixel_AUPRO"]
+
+    loaded = load_mvtec(tmp_path / "mvtec", split="test")  # by hand: the maps at image size (64 <= 224 px)
+    maps = [d.anomaly_map for d in tiny.detect([s.load_image() for s in loaded])]
+    masks = [s.load_mask() if s.mask is not None else np.zeros((64, 64), bool) for s in loaded]
+    assert r["pixel_AUPRO"] == pytest.approx(aupro(masks, maps), abs=1e-6)
+
+    panel = Path(doc["files"]["localisation"])
+    assert panel.name == "localisation.png" and Path(doc["files"]["pixel_curves"]).is_file()
+    with Image.open(panel) as im:
+        assert im.width > 400 and im.height > 200  # two rows of four pictures
+    assert "![localisation panel](localisation.png)" in Path(doc["report"]).read_text()

@@ -110,7 +110,8 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     files["roc"] = _save(fig, out / "roc.png")
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for c, (precision, recall, _) in r.pr.items():
-        ax.plot(recall, precision, drawstyle="steps-post", label=f"{c} (AP {r.image_ap[c]:.3f})")
+        # steps-pre: precision P_k over (R_k-1, R_k], the rectangles that AP sums
+        ax.plot(recall, precision, drawstyle="steps-pre", label=f"{c} (AP {r.image_ap[c]:.3f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_ylim(0, 1.02)
@@ -153,7 +154,8 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
 _DESCRIBE = {
     "image_AUROC": "image AUROC (macro over classes)", "image_AP": "image AP (macro over classes)",
     "image_F1Max": "image F1-max (macro over classes)", "pixel_AUROC": "pixel AUROC (macro over classes with masks)",
-    "pixel_AP": "pixel AP (macro over classes with masks)", "pixel_F1Max": "pixel F1-max (macro over classes with masks)",
+    "pixel_AP": "pixel AP (macro over classes with masks)",
+    "pixel_F1Max": "pixel F1-max (macro over classes with masks)",
     "pixel_AUPRO": "pixel AUPRO (macro over classes with masks)",
 }
 
