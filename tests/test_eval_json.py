@@ -191,3 +191,6 @@ def test_zero_shot_on_an_mvtec_tree_with_masks_reports_aupro(tiny, tmp_path, cap
     with Image.open(panel) as im:
         assert im.width > 400 and im.height > 200  # two rows of four pictures
     assert "![localisation panel](localisation.png)" in Path(doc["report"]).read_text()
+    assert cli.main([*argv, "--pixel-size", "32", "--out", str(tmp_path / "rep32")]) == 0  # a smaller pixel grid
+    assert "at most 32 px on the long side" in (tmp_path / "rep32" / "report.md").read_text()
+    assert cli.main([*argv, "--pixel-size", "0"]) == 2 and "--pixel-size must be >= 1" in capsys.readouterr().err

@@ -47,7 +47,8 @@ __all__ = [
     "pixel_pairs", "label_regions", "pro_curve", "aupro", "PixelMetrics", "pixel_metrics",
 ]
 
-# The kit's result keys, as anomalib names its metrics (image_ / pixel_ prefix + metric class)
+# The kit's result keys in anomalib's style: its image_ / pixel_ prefix on the metric's name
+# (anomalib's AUROC, F1Max, AUPRO classes; AP = average precision)
 NAMES = ("image_AUROC", "image_AP", "image_F1Max", "pixel_AUROC", "pixel_AP", "pixel_F1Max", "pixel_AUPRO")
 
 
@@ -74,9 +75,10 @@ def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.n
 def average_precision(labels, scores) -> float:
     """Average precision: Σ_k (R_k − R_{k−1}) · P_k over the distinct thresholds, decreasing.
 
-    The step-wise area under the PR curve, without interpolation: scikit-learn's
-    ``average_precision_score`` and anomalib's ``AUPR``-style "AP". A random ranking scores about
-    the share of anomalous samples, not 0.5. Needs at least one anomalous sample.
+    The step-wise area under the PR curve, as scikit-learn's ``average_precision_score``: no
+    linear interpolation between PR points (a trapezoidal "AUPR" can differ, and is optimistic).
+    A random ranking scores about the share of anomalous samples, not 0.5. Needs at least one
+    anomalous sample.
     """
     precision, recall, _ = precision_recall_curve(labels, scores)
     return float(np.sum(np.diff(recall) * precision[1:]))
