@@ -124,9 +124,10 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     figures = "![ROC curves](roc.png) ![precision-recall curves](pr.png) ![AUROC per class](per_class.png)"
     if r.pixel:
         files["pixel_curves"] = _pixel_curves(r, out / "pixel_curves.png")
+        figures += "\n\n## Localisation\n\n![pixel ROC, PR and PRO curves](pixel_curves.png)"
+    if r.examples:
         files["localisation"] = _localisation_panel(r, out / "localisation.png")
-        figures += ("\n\n## Localisation\n\n![pixel ROC, PR and PRO curves](pixel_curves.png)\n\n"
-                    "Best and worst localised anomalous image (pixel F1 of the mask predicted at the class's "
+        figures += ("\n\nBest and worst localised anomalous image (pixel F1 of the mask predicted at the class's "
                     "pixel-F1-max threshold):\n\n![localisation panel](localisation.png)")
 
     summary = r.summary()

@@ -25,7 +25,8 @@ from PIL import Image
 from . import localisation, metrics
 
 __all__ = [
-    "AVERAGING", "SOURCES", "ALIASES", "ZeroShotResult", "LocalisationExample", "DetectionResult", "ReasoningResult", "VisaDRResult",
+    "AVERAGING", "SOURCES", "ALIASES", "ZeroShotResult", "LocalisationExample", "DetectionResult", "ReasoningResult",
+    "VisaDRResult",
     "zero_shot", "score_result", "mutual_reference_curve", "PhotoCheck", "photo_check", "visa_dr_detection", "detection_summary", "visa_dr_reasoning", "generate_answers", "load_samples",
     "load_benchmark", "turn_kind",
 ]
