@@ -202,6 +202,10 @@ def test_aupro_errors_name_the_problem():
     bad[0, 0], bad[0, 1] = np.nan, np.inf
     with pytest.raises(ValueError, match="pair 0: the map has 1 NaN and 1 infinite"):
         aupro([m], [bad])
+    nan_mask = m.astype(float)
+    nan_mask[0, 0] = np.nan
+    with pytest.raises(ValueError, match="pair 0: the mask has 1 NaN"):
+        aupro([nan_mask], [m * 1.0])
     with pytest.raises(ValueError, match="2-D"):
         aupro([m[None]], [m[None] * 1.0])
     with pytest.raises(ValueError, match="2 masks but 1 maps"):

@@ -1,4 +1,7 @@
-"""Localisation metrics: where in the image is the anomaly? (paper §4.1; docs/architecture.md §7).
+"""Localisation metrics: where in the image is the anomaly? (docs/architecture.md §7).
+
+The paper's zero-shot table (Table 2) is image AUROC; these are the localisation metrics of the
+MVTec AD protocol, which the kit reports wherever ground-truth masks exist.
 
 Pure numpy (and scipy's connected-component labelling for AUPRO), like :mod:`adkit.eval.metrics`;
 tests/test_localisation.py checks each against scikit-learn or a from-scratch reference.
@@ -12,8 +15,9 @@ tests/test_localisation.py checks each against scikit-learn or a from-scratch re
                               false positive rate of 0.3: the MVTec AD localisation metric
     pixel_metrics             all pixel metrics (and thinned curves for plots) from one sort
 
-AUPRO (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV 2021, §3.2 "Evaluation
-metrics"; CVPR 2019). Pixel AUROC rewards large defects: a map that finds one big region and
+AUPRO: the per-region overlap of Bergmann et al., "Uninformed Students" (CVPR 2020), as the
+MVTec AD benchmark reports it (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV
+2021: area up to FPR 0.3, normalised). Pixel AUROC rewards large defects: a map that finds one big region and
 misses five small ones still scores well. The PRO metric weights every ground-truth region
 equally instead. Each mask is split into connected components (8-connectivity here, as the
 MVTec AD evaluation code labels them with a 3×3 structuring element of ones; pass
@@ -100,6 +104,8 @@ def pixel_pairs(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> list
             raise ValueError(f"pair {i}: masks and maps must be 2-D [H, W], got shapes {m.shape} and {a.shape}")
         if m.shape != a.shape:
             raise ValueError(f"pair {i}: mask shape {m.shape} != map shape {a.shape}")
+        if m.dtype.kind in "fc" and np.isnan(m).any():
+            raise ValueError(f"pair {i}: the mask has {int(np.isnan(m).sum())} NaN value(s); masks must be 0/nonzero")
         if not np.isfinite(a).all():
             raise ValueError(f"pair {i}: the map has {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} "
                              "infinite value(s); maps must be finite")
