@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from adkit import cli
+from adkit.data import AnomalySample
 
 
 def _run(argv, capsys) -> tuple[str, str]:
@@ -68,8 +69,14 @@ def test_zero_shot_json_equals_text_and_report(folder_tree, tmp_path, capsys):
         sub = tmp_path / "rep" / f"widget-{r['method']}"  # the written per-method report agrees
         with open(sub / "per_class.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        assert [(x["class"], float(x["image_auroc"]), float(x["f1_max"])) for x in rows] == \
-            [(x["class"], x["image_auroc"], x["f1_max"]) for x in r["per_class"]]
+        assert [(x["class"], float(x["image_AUROC"]), float(x["image_F1Max"]), float(x["image_AP"])) for x in rows] == \
+            [(x["class"], x["image_AUROC"], x["image_F1Max"], x["image_AP"]) for x in r["per_class"]]
+        assert "pixel_AUPRO" not in rows[0]  # no masks in this folder: no pixel columns
+        for row in r["per_class"]:  # the keys before anomalib's names stay as aliases
+            assert (row["image_auroc"], row["f1_max"], row["pixel_auroc"]) == \
+                (row["image_AUROC"], row["image_F1Max"], row["pixel_AUROC"])
+        assert (r["image_auroc_macro"], r["f1_max_macro"]) == (r["image_AUROC"], r["image_F1Max"])
+        assert r["pixel_AUPRO"] is None and 0 <= r["image_AP"] <= 1
     assert doc["report"] == str(tmp_path / "rep" / "report.md") and doc["files"]["markdown"] == doc["report"]
     assert all(Path(p).is_file() for p in doc["files"].values())  # every listed file exists
 
@@ -138,3 +145,52 @@ def test_json_run_errors_stay_one_line(tmp_path, capsys):
     assert cli.main(["eval", "zero-shot", "--folder", str(tmp_path / "nope"), "--preset", "tiny", "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("adkit: error:") and captured.err.count("\n") == 1
+
+
+def test_zero_shot_on_an_mvtec_tree_with_masks_reports_aupro(tiny, tmp_path, capsys):
+    """An MVTec AD layout (<cat>/test/<defect>/*.png + <cat>/ground_truth/<defect>/*_mask.png) of
+    synthetic defects: the JSON carries pixel_AUPRO (= localisation.aupro of the model's maps and
+    the masks), the text and per_class.csv agree, and the localisation panel is written."""
+    from adkit.data import load_mvtec
+    from adkit.data.samples import write_tree
+    from adkit.data.synth import DEFECT_FAMILIES, synthesize
+    from adkit.eval.localisation import aupro
+
+    rng = np.random.default_rng(5)
+    samples = []
+    for i in range(7):
+        base = Image.fromarray(rng.integers(90, 160, (64, 64, 3), dtype=np.uint8))
+        if i < 3:
+            samples.append(AnomalySample(base, 0, "tile", id=f"ok{i}"))
+        else:
+            d = synthesize(base, DEFECT_FAMILIES[i % len(DEFECT_FAMILIES)], seed=i, severity="severe")
+            samples.append(AnomalySample(d.image, 1, "tile", defect=d.defect, mask=d.mask, id=f"bad{i}"))
+    write_tree(samples, tmp_path / "mvtec", train_good=0)
+    assert any((tmp_path / "mvtec" / "tile" / "ground_truth").rglob("*_mask.png"))
+    argv = ["eval", "zero-shot", "--mvtec", str(tmp_path / "mvtec"), "--preset", "tiny", "--name", "tiles",
+            "--no-progress"]
+    text, _ = _run(argv, capsys)
+    doc = json.loads(_run([*argv, "--json", "--out", str(tmp_path / "rep")], capsys)[0])
+    (r,) = doc["results"]
+    assert 0 <= r["pixel_AUPRO"] <= 1 and r["pixel_AUROC"] == r["pixel_auroc_macro"] is not None
+    assert all(0 <= r[k] <= 1 for k in ("image_AUROC", "image_AP", "image_F1Max", "pixel_AP", "pixel_F1Max"))
+    assert f"pixel AUPRO (macro) {r['pixel_AUPRO']:.4f}" in text
+    (row,) = r["per_class"]
+    assert row["pixel_AUPRO"] == r["pixel_AUPRO"] and _md_rows(text, "tile")[0][9] == _f3(row["pixel_AUPRO"])
+    with open(tmp_path / "rep" / "per_class.csv", newline="") as f:
+        (saved,) = list(csv.DictReader(f))
+    assert float(saved["pixel_AUPRO"]) == row["pixel_AUPRO"]
+
+    loaded = load_mvtec(tmp_path / "mvtec", split="test")  # by hand: the maps at image size (64 <= 224 px)
+    maps = [d.anomaly_map for d in tiny.detect([s.load_image() for s in loaded])]
+    masks = [s.load_mask() if s.mask is not None else np.zeros((64, 64), bool) for s in loaded]
+    assert r["pixel_AUPRO"] == pytest.approx(aupro(masks, maps), abs=1e-6)
+
+    panel = Path(doc["files"]["localisation"])
+    assert panel.name == "localisation.png" and Path(doc["files"]["pixel_curves"]).is_file()
+    with Image.open(panel) as im:
+        assert im.width > 400 and im.height > 200  # two rows of four pictures
+    assert "![localisation panel](localisation.png)" in Path(doc["report"]).read_text()
+    assert cli.main([*argv, "--pixel-size", "32", "--out", str(tmp_path / "rep32")]) == 0  # a smaller pixel grid
+    assert "at most 32 px on the long side" in (tmp_path / "rep32" / "report.md").read_text()
+    assert cli.main([*argv, "--pixel-size", "0"]) == 2 and "--pixel-size must be >= 1" in capsys.readouterr().err

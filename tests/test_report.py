@@ -94,3 +94,34 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         write_report(_reasoning(), f)
     assert markdown_table(["a", "b"], [[1.23456, None]]) == "| a | b |\n|---|---|\n| 1.235 |  |"
+
+
+def test_zero_shot_report_with_masks_has_localisation(tiny, tmp_path):
+    """Masks: pixel columns in the per-class table, pixel ROC/PR/PRO curves and a panel of the
+    best and worst localised image; without masks none of these (test_zero_shot_report)."""
+    rng = np.random.default_rng(4)
+    samples = []
+    for i in range(8):
+        mask = None
+        if i % 2:
+            mask = np.zeros((32, 48), np.uint8)
+            mask[4 + i: 12 + i, 3 * i: 3 * i + 10] = 1
+        samples.append(AnomalySample(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8), i % 2, "ab"[i // 4],
+                                     mask=mask, id=f"m{i}"))
+    zs = zero_shot(tiny, samples, batch_size=8, progress=False, dataset="toy")
+    files = write_report(zs, tmp_path / "zs")
+    assert {"pr", "pixel_curves", "localisation"} <= set(files)
+    _nonempty(files)
+    per_class = {r["class"]: r for r in csv.DictReader(open(files["per_class"]))}
+    assert float(per_class["a"]["pixel_AUPRO"]) == pytest.approx(zs.pixel["a"].aupro)
+    md = files["markdown"].read_text()
+    assert f"| pixel AUPRO (macro over classes with masks) | `pixel_AUPRO` | {zs.summary()['pixel_AUPRO']:.3f} |" in md
+    assert "![localisation panel](localisation.png)" in md and "8-connected" in md
+    with Image.open(files["localisation"]) as im:
+        assert im.width > im.height  # four columns, two rows
+
+
+def test_zero_shot_report_without_masks_has_no_pixel_parts(zs, tmp_path):
+    files = write_report(zs, tmp_path / "zs")
+    assert not {"pixel_curves", "localisation"} & set(files) and "pr" in files
+    assert "pixel_AUPRO" not in open(files["per_class"]).readline()

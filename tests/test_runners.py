@@ -73,6 +73,37 @@ def test_zero_shot_pixel_auroc_by_hand(tiny, samples, zs):
     assert zs.pixel_auroc["a"] == pytest.approx(metrics.pixel_auroc(masks, [d.anomaly_map for d in dets]), abs=1e-6)
 
 
+def test_zero_shot_localisation_metrics_by_hand(tiny, samples, zs):
+    """Class a's pixel AP, F1-max and AUPRO = the localisation functions on its 6 maps and masks;
+    the best / worst examples are the anomalous images with the highest / lowest pixel F1 there."""
+    from adkit.eval import localisation
+
+    a = [s for s in samples if s.category == "a"]
+    maps = [d.anomaly_map for d in tiny.detect([s.image for s in a])]
+    masks = [np.zeros((40, 60), bool) if s.mask is None else s.mask > 0 for s in a]
+    px = zs.pixel["a"]
+    assert px.ap == pytest.approx(localisation.pixel_average_precision(masks, maps), abs=1e-6)
+    f1, thr = localisation.pixel_f1_max(masks, maps)
+    assert (px.f1_max, px.threshold) == pytest.approx((f1, thr), abs=1e-5)
+    assert px.aupro == pytest.approx(localisation.aupro(masks, maps), abs=1e-6) and 0 <= px.aupro <= 1
+    assert set(zs.pixel) == {"a"} and zs.summary()["pixel_AUPRO"] == px.aupro  # one class: macro = it
+    assert list(zs.summary()) == list(localisation.NAMES) and zs.summary()["image_AP"] == zs.image_ap_macro
+    for c in ("a", "b"):
+        sel = np.array(zs.categories) == c
+        assert zs.image_ap[c] == localisation.average_precision(zs.labels[sel], zs.scores[sel])
+    dice = {s.id: 2 * ((m_ >= px.threshold) & m).sum() / ((m_ >= px.threshold).sum() + m.sum())
+            for s, m, m_ in zip(a, masks, maps) if s.label}
+    best, worst = zs.examples["a"]
+    assert (best.kind, worst.kind) == ("best", "worst")
+    assert best.id == max(dice, key=dice.get) and worst.id == min(dice, key=dice.get)
+    assert best.f1 == pytest.approx(dice[best.id]) and worst.f1 == pytest.approx(dice[worst.id])
+    assert best.image.shape == (40, 60, 3) and best.mask.shape == best.anomaly_map.shape == (40, 60)
+    np.testing.assert_array_equal(best.predicted, best.anomaly_map >= px.threshold)
+    rows = {r["class"]: r for r in zs.per_class_rows()}
+    assert rows["a"]["pixel_AUPRO"] == px.aupro and rows["b"]["pixel_AUPRO"] is None
+    assert "pixel_AUPRO" in zs.columns() and rows["a"]["image_AUROC"] == zs.image_auroc["a"]
+
+
 def test_zero_shot_bad_input(tiny, samples, tmp_path):
     with pytest.raises(ValueError, match="no samples"):
         zero_shot(tiny, [], progress=False)

@@ -2,6 +2,8 @@
 
 - ``metrics``: pure functions over arrays (AUROC, ROC, pixel AUROC, F1-max, per-class / macro,
   Yes/No parsers, detection scores), each tested against sklearn or a hand computation.
+- ``localisation``: AUPRO (MVTec AD's per-region overlap), AP and PR curves, pixel AP and
+  F1-max, under anomalib's names (``image_AUROC``, ``pixel_AUPRO``, ...).
 - ``text`` / ``judge``: ROUGE-L, Sentence-BERT cosine, the pluggable GPT-score judge.
 - ``runners``: zero-shot detection (ELPV, MVTec/VisA/folders, held-out categories) and
   VisA-D&R detection + multi-turn reasoning; ``report``: CSV + markdown + figures;
@@ -13,6 +15,7 @@ from .metrics import (
     PARSE_RULES, auroc, detection_scores, f1_max, macro, parse_yes_no, per_class, pixel_auroc,
     roc_curve,
 )
+from .localisation import aupro, average_precision, pixel_average_precision, pixel_f1_max, pixel_metrics
 from .paper import compare_visa_dr, compare_zero_shot, expert_per_class_table, visa_dr_table, zero_shot_table
 from .report import write_report
 from .runners import (
@@ -22,7 +25,8 @@ from .runners import (
 
 __all__ = [
     "PARSE_RULES", "auroc", "detection_scores", "f1_max", "macro", "parse_yes_no", "per_class",
-    "pixel_auroc", "roc_curve",
+    "pixel_auroc", "roc_curve", "aupro", "average_precision", "pixel_average_precision", "pixel_f1_max",
+    "pixel_metrics",
     "zero_shot", "visa_dr_detection", "visa_dr_reasoning", "load_samples", "load_benchmark",
     "ZeroShotResult", "DetectionResult", "ReasoningResult", "VisaDRResult",
     "write_report", "zero_shot_table", "visa_dr_table", "expert_per_class_table", "compare_zero_shot",

@@ -19,7 +19,9 @@ from .. import validate
 from ..zeroshot import METHODS
 
 _ZS_DESC = """Zero-shot detection without the LLM (paper Table 2 protocol): image AUROC per
-class, then macro over classes; F1-max; pixel AUROC where masks exist. Score with the expert
+class, then macro over classes; AP and F1-max; where masks exist (e.g. an MVTec AD tree's
+ground_truth/) pixel AUROC, AP, F1-max and AUPRO (MVTec AD's per-region overlap up to FPR 0.3).
+Metric names are anomalib's (image_AUROC, pixel_AUPRO, ...). Score with the expert
 and/or the training-free scorers (--method, several at once). Prints a summary and the paper's
 Table 2 with one "adkit <preset> · <method> (<setting>)" row per method; --out writes CSV,
 markdown and figures. One source: --dataset elpv, --mvtec DIR, --visa DIR, --folder DIR or
@@ -78,6 +80,9 @@ def register(subparsers, tools) -> None:
                    help=f"scoring method(s): {', '.join(METHODS)} (default: expert)")
     z.add_argument("--mutual-batch", type=int, default=64, metavar="N",
                    help="--method mutual: at most N images scored against each other (default: 64)")
+    z.add_argument("--pixel-size", type=int, default=224, metavar="PX",
+                   help="pixel metrics (AUROC, AP, F1-max, AUPRO) on maps and masks resized to at most PX on the "
+                        "long side (default: 224)")
     z.add_argument("--name", default=None, metavar="NAME",
                    help="the dataset's name in the tables (default: by source, e.g. 'MVTec AD' for --mvtec; "
                         "name your own MVTec-style tree so it is not filed under the paper's MVTec AD column)")
@@ -236,7 +241,7 @@ def cmd_zero_shot(args, tools) -> int:
 
     from .paper import compare_zero_shot
     from .report import markdown_table, write_report
-    from .runners import load_samples, zero_shot
+    from .runners import ALIASES, load_samples, zero_shot
 
     _check(args, tools)
     if args.dataset:
@@ -248,6 +253,7 @@ def cmd_zero_shot(args, tools) -> int:
         flag = f"--{source}"
         path = _folder(getattr(args, source), flag, tools)
     validate.count(args.mutual_batch, "--mutual-batch", 2)
+    validate.count(args.pixel_size, "--pixel-size")
     if args.no_expert:
         raise tools.UsageError("--no-expert: zero-shot detection is the expert's own score; use it with visa-dr")
     name, samples = load_samples(source, path, limit=args.limit, seed=args.seed, categories=args.categories)
@@ -261,7 +267,7 @@ def cmd_zero_shot(args, tools) -> int:
     for method in dict.fromkeys(args.method):
         result = zero_shot(model, samples, batch_size=args.batch_size, progress=not args.no_progress,
                            dataset=f"{name} (graded)" if elpv else name, method=method, group=group,
-                           mutual_batch=args.mutual_batch, seed=args.seed)
+                           mutual_batch=args.mutual_batch, seed=args.seed, pixel_size=args.pixel_size)
         if elpv:  # both labelling rules from the same scores; "clear" first, it is the paper's column
             clear = np.array([s.meta["probability"] in (0.0, 1.0) for s in samples])
             results.append(result.restrict(clear, f"{name} (clear)"))
@@ -269,21 +275,22 @@ def cmd_zero_shot(args, tools) -> int:
     with _output(args) as (say, doc):
         doc.update(command="eval zero-shot", preset=args.preset, results=[])
         for result in results:
-            rows = result.per_class_rows()
+            rows, cols, summary = result.per_class_rows(), result.columns(), result.summary()
             say(f"zero-shot {result.dataset}: {result.n} images ({int(result.labels.sum())} anomalous), "
                 f"{result.label}; averaging: {result.averaging}")
-            say(markdown_table(["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"],
-                               [list(r.values()) for r in rows]))
+            say(markdown_table(cols, [[r[c] for c in cols] for r in rows]))
             say(f"image AUROC (macro over classes) {result.image_auroc_macro:.4f}; F1-max (macro) "
-                f"{result.f1_max_macro:.4f}"
-                + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}"))
+                f"{result.f1_max_macro:.4f}; AP (macro) {result.image_ap_macro:.4f}"
+                + ("" if result.pixel_auroc_macro is None else f"; pixel AUROC (macro) {result.pixel_auroc_macro:.4f}")
+                + ("" if summary["pixel_AUPRO"] is None else f"; pixel AUPRO (macro) {summary['pixel_AUPRO']:.4f}"))
             say()
             doc["results"].append({
                 "dataset": result.dataset, "method": result.method, "label": result.label, "n": result.n,
-                "anomalous": int(result.labels.sum()), "averaging": result.averaging,
+                "anomalous": int(result.labels.sum()), "averaging": result.averaging, **summary,
+                # the keys before anomalib's names, kept as aliases (runners.ALIASES)
                 "image_auroc_macro": result.image_auroc_macro, "f1_max_macro": result.f1_max_macro,
                 "pixel_auroc_macro": result.pixel_auroc_macro, "pooled_auroc": result.pooled_auroc,
-                "per_class": rows})
+                "per_class": [{**r, **{old: r[new] for old, new in ALIASES.items()}} for r in rows]})
         table = compare_zero_shot(results)
         say(table.to_markdown())
         say("\n".join(f"- {n}" for n in table.notes))

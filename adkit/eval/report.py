@@ -3,8 +3,13 @@
     write_report(result, out_dir) → {name: path}
 
     ZeroShotResult   scores.csv (one row per image), per_class.csv, paper_table2.csv,
-                     roc.png (ROC per class), per_class.png (AUROC bars), report.md
-                     (summary, per-class table, the paper's Table 2 with an "adkit <preset>" row)
+                     roc.png and pr.png (image ROC and precision-recall per class),
+                     per_class.png (AUROC bars), report.md (summary under anomalib's metric
+                     names, per-class table, the paper's Table 2 with an "adkit <preset>" row);
+                     with masks also pixel_curves.png (pixel ROC, PR and the PRO curve up to
+                     its FPR limit, per class) and localisation.png (the best and the worst
+                     localised image: image | map | mask predicted at the pixel-F1-max
+                     threshold | ground truth)
     DetectionResult  answers.csv, per_class.csv (both parser rules), confusion.png,
                      per_class.png, report.md (rules side by side, answers where they differ)
     ReasoningResult  answers.csv (every turn: answer, reference, ROUGE-L, SBERT, GPT-score),
@@ -87,7 +92,7 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     files = {"scores": _csv(out / "scores.csv", ["id", "category", "label", "score"],
                             [[i, c, int(y), float(s)] for i, c, y, s in zip(r.ids, r.categories, r.labels, r.scores)])}
     rows = r.per_class_rows()
-    cols = ["class", "n", "anomalous", "image_auroc", "f1_max", "pixel_auroc", "note"]
+    cols = r.columns()
     files["per_class"] = _csv(out / "per_class.csv", cols, [[row[c] for c in cols] for row in rows])
     table = paper.compare_zero_shot(r)
     files["paper_table"] = out / "paper_table2.csv"
@@ -103,20 +108,40 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     ax.set_title(f"ROC per class, {r.dataset} (adkit {r.preset})", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     files["roc"] = _save(fig, out / "roc.png")
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for c, (precision, recall, _) in r.pr.items():
+        # steps-pre: precision P_k over (R_k-1, R_k], the rectangles that AP sums
+        ax.plot(recall, precision, drawstyle="steps-pre", label=f"{c} (AP {r.image_ap[c]:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"precision-recall per class, {r.dataset}", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    files["pr"] = _save(fig, out / "pr.png")
     names = list(r.image_auroc)
     files["per_class_fig"] = _bars(names, [r.image_auroc[c] for c in names], f"image AUROC per class, {r.dataset}",
                                    "AUROC", out / "per_class.png", ref=0.5)
+    figures = "![ROC curves](roc.png) ![precision-recall curves](pr.png) ![AUROC per class](per_class.png)"
+    if r.pixel:
+        files["pixel_curves"] = _pixel_curves(r, out / "pixel_curves.png")
+        figures += "\n\n## Localisation\n\n![pixel ROC, PR and PRO curves](pixel_curves.png)"
+    if r.examples:
+        files["localisation"] = _localisation_panel(r, out / "localisation.png")
+        figures += ("\n\nBest and worst localised anomalous image (pixel F1 of the mask predicted at the class's "
+                    "pixel-F1-max threshold):\n\n![localisation panel](localisation.png)")
 
+    summary = r.summary()
     lines = [f"# Zero-shot detection: {r.dataset} ({r.label})", "",
              f"`model.detect(method={r.method!r})`, {r.n} images ({int(r.labels.sum())} anomalous), "
              f"{len(set(r.categories))} class(es). Averaging: {r.averaging}.", "",
-             markdown_table(["metric", "value"], [
-                 ["image AUROC (macro over classes)", r.image_auroc_macro],
-                 ["F1-max (macro over classes)", r.f1_max_macro],
-                 ["pixel AUROC (macro over classes with masks)", r.pixel_auroc_macro],
-                 ["image AUROC, all images pooled (not the paper's averaging)", r.pooled_auroc]]), "",
+             markdown_table(["metric", "key", "value"], [
+                 *[[_DESCRIBE[k], f"`{k}`", v] for k, v in summary.items() if v is not None],
+                 ["image AUROC, all images pooled (not the paper's averaging)", "`pooled_auroc`", r.pooled_auroc]]), "",
+             *([f"Pixel metrics on maps and masks at most {_px(r)} px on the long side; AUPRO up to FPR "
+                f"{next(iter(r.pixel.values())).fpr_limit:g}, {next(iter(r.pixel.values())).connectivity}-connected "
+                "ground-truth regions (MVTec AD).", ""] if r.pixel else []),
              "## Per class", "", markdown_table(cols, [[row[c] for c in cols] for row in rows]), "",
-             "![ROC curves](roc.png) ![AUROC per class](per_class.png)", "",
+             figures, "",
              "## Against the paper (Table 2, image AUROC %)", "", table.to_markdown(), "",
              *[f"- {n}" for n in table.notes], f"- source: {table.source}", ""]
     if "expert" in getattr(r, "untrained", ()):
@@ -125,6 +150,65 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     files["markdown"] = out / "report.md"
     files["markdown"].write_text("\n".join(lines), encoding="utf-8")
     return files
+
+
+_DESCRIBE = {
+    "image_AUROC": "image AUROC (macro over classes)", "image_AP": "image AP (macro over classes)",
+    "image_F1Max": "image F1-max (macro over classes)", "pixel_AUROC": "pixel AUROC (macro over classes with masks)",
+    "pixel_AP": "pixel AP (macro over classes with masks)",
+    "pixel_F1Max": "pixel F1-max (macro over classes with masks)",
+    "pixel_AUPRO": "pixel AUPRO (macro over classes with masks)",
+}
+
+
+def _px(r: ZeroShotResult) -> int:
+    """The long side the pixel metrics were computed at (the examples' map size)."""
+    return max(max(e.anomaly_map.shape) for ex in r.examples.values() for e in ex) if r.examples else 0
+
+
+def _pixel_curves(r: ZeroShotResult, path: Path) -> Path:
+    """Pixel ROC, pixel precision-recall and PRO curves per class with masks (thinned points)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.9))
+    limit = next(iter(r.pixel.values())).fpr_limit
+    for c, p in r.pixel.items():
+        axes[0].plot(*p.roc, label=f"{c} ({p.auroc:.3f})")
+        axes[1].plot(*p.pr, label=f"{c} (AP {p.ap:.3f})")
+        axes[2].plot(*p.pro, label=f"{c} (AUPRO {p.aupro:.3f})")
+    axes[0].plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    axes[2].axvline(limit, color="grey", ls="--", lw=1)
+    axes[2].set_xlim(0, min(1.0, 2 * limit))
+    for ax, (x, y, title) in zip(axes, (("false positive rate", "true positive rate", "pixel ROC"),
+                                        ("recall", "precision", "pixel precision-recall"),
+                                        ("false positive rate", "per-region overlap",
+                                         f"PRO (AUPRO: area to FPR {limit:g})"))):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{title}, {r.dataset}", fontsize=9)
+        ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _localisation_panel(r: ZeroShotResult, path: Path) -> Path:
+    """Rows: the best and the worst localised image over all classes; columns: image | map |
+    predicted mask (map >= the class's pixel-F1-max threshold) | ground truth."""
+    examples = [e for ex in r.examples.values() for e in ex]
+    picks = [max(examples, key=lambda e: e.f1), min(examples, key=lambda e: e.f1)]
+    plt = _plt()
+    fig, axes = plt.subplots(len(picks), 4, figsize=(9.6, 2.6 * len(picks)), squeeze=False)
+    for row, (e, kind) in zip(axes, zip(picks, ("best", "worst"))):
+        vmin, vmax = float(e.anomaly_map.min()), float(e.anomaly_map.max())
+        panels = ((e.image, None, f"{kind}: {e.id}"), (e.anomaly_map, "inferno", "anomaly map"),
+                  (e.predicted, "gray", f"predicted (>= {e.threshold:.3g}), F1 {e.f1:.2f}"),
+                  (e.mask, "gray", f"ground truth ({e.category})"))
+        for ax, (img, cmap, title) in zip(row, panels):
+            ax.imshow(img, cmap=cmap, vmin=(vmin if cmap == "inferno" else 0 if cmap else None),
+                      vmax=(vmax if cmap == "inferno" else 1 if cmap else None), interpolation="nearest")
+            ax.set_title(title if len(title) <= 42 else "…" + title[-41:], fontsize=7)
+            ax.set_axis_off()
+    fig.suptitle(f"localisation, {r.dataset} ({r.label})", fontsize=9)
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------- detection
@@ -268,10 +352,12 @@ def _zero_shot_runs(results: list[ZeroShotResult], out: Path) -> dict[str, Path]
         sub = out / _slug(f"{r.dataset}-{r.method}")
         sub.mkdir(exist_ok=True)
         files.update({f"{sub.name}/{k}": v for k, v in _zero_shot(r, sub).items()})
-        rows.append([r.dataset, r.method, r.label.split(" · ", 1)[1], r.n, int(r.labels.sum()), r.image_auroc_macro,
-                     r.pooled_auroc, r.f1_max_macro, r.pixel_auroc_macro, f"[report]({sub.name}/report.md)"])
-    header = ["dataset", "method", "setting", "n", "anomalous", "image AUROC (macro)", "pooled", "F1-max", "pixel AUROC",
-              "details"]
+        s = r.summary()
+        rows.append([r.dataset, r.method, r.label.split(" · ", 1)[1], r.n, int(r.labels.sum()), s["image_AUROC"],
+                     r.pooled_auroc, s["image_F1Max"], s["image_AP"], s["pixel_AUROC"], s["pixel_AP"], s["pixel_F1Max"],
+                     s["pixel_AUPRO"], f"[report]({sub.name}/report.md)"])
+    header = ["dataset", "method", "setting", "n", "anomalous", "image_AUROC", "pooled_auroc", "image_F1Max", "image_AP",
+              "pixel_AUROC", "pixel_AP", "pixel_F1Max", "pixel_AUPRO", "details"]
     files["summary"] = _csv(out / "summary.csv", header[:-1], [row[:-1] for row in rows])
     table = paper.compare_zero_shot(results)
     files["paper_table"] = out / "paper_table2.csv"

@@ -1,8 +1,10 @@
 """Evaluation runners: the paper's three protocols end to end (paper §4.1; docs/architecture.md §7).
 
-    zero_shot            the expert alone (`model.detect`, batched): image AUROC per class,
-                         then macro over classes (paper Table 2); pixel AUROC where masks
-                         exist; F1-max; per-sample scores and ROC points kept.
+    zero_shot            the expert alone (`model.detect`, batched): image AUROC, AP and
+                         F1-max per class, then macro over classes (paper Table 2); where
+                         masks exist pixel AUROC, AP, F1-max and AUPRO (MVTec AD's metric,
+                         :mod:`adkit.eval.localisation`); per-sample scores, ROC and PR points
+                         and the best / worst localised image per class kept.
     visa_dr_detection    VisA-D&R detection and multi-turn reasoning (paper Table 4): in
     visa_dr_reasoning    :mod:`adkit.eval.visa_dr_runners`, re-exported here.
 
@@ -20,10 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from . import metrics
+from . import localisation, metrics
 
 __all__ = [
-    "AVERAGING", "SOURCES", "ZeroShotResult", "DetectionResult", "ReasoningResult", "VisaDRResult",
+    "AVERAGING", "SOURCES", "ALIASES", "ZeroShotResult", "LocalisationExample", "DetectionResult", "ReasoningResult",
+    "VisaDRResult",
     "zero_shot", "score_result", "mutual_reference_curve", "PhotoCheck", "photo_check", "visa_dr_detection", "detection_summary", "visa_dr_reasoning", "generate_answers", "load_samples",
     "load_benchmark", "turn_kind",
 ]
@@ -31,6 +34,9 @@ __all__ = [
 AVERAGING = "macro over classes (per-class value, then the unweighted mean of the classes)"
 SOURCES = ("elpv", "mvtec", "visa", "folder", "heldout")
 _DATASET_NAMES = {"elpv": "ELPV", "mvtec": "MVTec AD", "visa": "VisA", "heldout": "held-out"}
+# Result keys are anomalib's metric names (localisation.NAMES); these older keys name the same
+# values and stay in `adkit eval zero-shot --json` because scripts and tests read them.
+ALIASES = {"image_auroc": "image_AUROC", "f1_max": "image_F1Max", "pixel_auroc": "pixel_AUROC"}
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -62,6 +68,25 @@ def _image(s, i: int) -> Image.Image:
 # ---------------------------------------------------------------------------- zero-shot (Table 2)
 
 @dataclass
+class LocalisationExample:
+    """One image of the report's localisation panel: its map, the mask predicted at the class's
+    pixel-F1-max threshold, and the truth, all at the size pixel metrics were computed at."""
+
+    id: str
+    category: str
+    kind: str  # "best" or "worst" localised anomalous image of its class
+    f1: float  # pixel F1 of this image's predicted mask against its ground truth
+    threshold: float  # the class's pixel F1-max threshold
+    image: np.ndarray  # [H, W, 3] uint8
+    anomaly_map: np.ndarray  # [H, W] float32
+    mask: np.ndarray  # [H, W] bool ground truth
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.anomaly_map >= self.threshold  # [H, W] bool
+
+
+@dataclass
 class ZeroShotResult:
     """Expert-only detection on a set of samples (paper Table 2 protocol)."""
 
@@ -79,6 +104,11 @@ class ZeroShotResult:
     pooled_auroc: float | None  # all images as one pool (not the paper's number; for reference)
     pixel_auroc: dict[str, float] = field(default_factory=dict)  # classes with masks only
     pixel_auroc_macro: float | None = None
+    image_ap: dict[str, float] = field(default_factory=dict)  # per class, as image_auroc
+    image_ap_macro: float | None = None
+    pr: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)  # (precision, recall, thr)
+    pixel: dict[str, localisation.PixelMetrics] = field(default_factory=dict)  # classes with masks only
+    examples: dict[str, list[LocalisationExample]] = field(default_factory=dict)  # best, worst per mask class
     skipped: dict[str, str] = field(default_factory=dict)  # class → why it has no image AUROC
     averaging: str = AVERAGING
     untrained: tuple = ()  # the model's parts without trained weights (model.untrained) when it ran
@@ -103,14 +133,34 @@ class ZeroShotResult:
     def n(self) -> int:
         return int(self.labels.size)
 
+    def _pixel_macro(self, name: str) -> float | None:
+        return metrics.macro({c: p.named()[name] for c, p in self.pixel.items()}) if self.pixel else None
+
+    def summary(self) -> dict[str, float | None]:
+        """Macro over classes of every metric, under anomalib's names (`localisation.NAMES`);
+        pixel metrics over the classes with masks, None without any."""
+        return {"image_AUROC": self.image_auroc_macro, "image_AP": self.image_ap_macro,
+                "image_F1Max": self.f1_max_macro, "pixel_AUROC": self.pixel_auroc_macro,
+                "pixel_AP": self._pixel_macro("pixel_AP"),
+                "pixel_F1Max": self._pixel_macro("pixel_F1Max"), "pixel_AUPRO": self._pixel_macro("pixel_AUPRO")}
+
+    def columns(self) -> list[str]:
+        """The per-class table's columns: the pixel ones only when some class has masks."""
+        pixel = ["pixel_AUROC", "pixel_AP", "pixel_F1Max", "pixel_AUPRO"] if self.pixel or self.pixel_auroc else []
+        return ["class", "n", "anomalous", "image_AUROC", "image_F1Max", "image_AP", *pixel, "note"]
+
     def per_class_rows(self) -> list[dict[str, Any]]:
+        """One dict per class with every key of `columns()` plus the pixel ones (None where absent)."""
         cats, y = np.asarray(self.categories), self.labels
         rows = []
         for c in sorted(set(self.categories)):
             sel = cats == c
+            px = self.pixel[c].named() if c in self.pixel else {}
             rows.append({"class": c, "n": int(sel.sum()), "anomalous": int(y[sel].sum()),
-                         "image_auroc": self.image_auroc.get(c), "f1_max": self.f1_max.get(c),
-                         "pixel_auroc": self.pixel_auroc.get(c), "note": self.skipped.get(c, "")})
+                         "image_AUROC": self.image_auroc.get(c), "image_F1Max": self.f1_max.get(c),
+                         "image_AP": self.image_ap.get(c), "pixel_AUROC": self.pixel_auroc.get(c),
+                         "pixel_AP": px.get("pixel_AP"), "pixel_F1Max": px.get("pixel_F1Max"),
+                         "pixel_AUPRO": px.get("pixel_AUPRO"), "note": self.skipped.get(c, "")})
         return rows
 
 
@@ -137,11 +187,15 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
               seed: int = 0) -> ZeroShotResult:
     """Score ``samples`` with ``model.detect(method=...)`` (``batch_size`` images per call).
 
-    Image AUROC and F1-max per class, then macro over classes (paper Table 2). Pixel AUROC
-    per class where any sample of the class has a mask (normal images count as all-normal,
-    anomalous images without a mask are left out), with maps and masks resized to at most
-    ``pixel_size`` px on the long side. A class with only one label is skipped (reason kept
-    in ``skipped``); if no class remains, a ValueError says so.
+    Image AUROC, AP and F1-max per class, then macro over classes (paper Table 2). Pixel
+    AUROC, AP, F1-max and AUPRO (`localisation.pixel_metrics`: FPR limit 0.3, 8-connected
+    regions, as MVTec AD) per class where any sample of the class has a mask (normal images
+    count as all-normal, anomalous images without a mask are left out), with maps and masks
+    resized to at most ``pixel_size`` px on the long side (masks nearest-neighbour, so a thin
+    region may split or vanish at that size). For each such class the anomalous images with
+    the highest and lowest pixel F1 at the class's F1-max threshold are kept in ``examples``.
+    A class with only one label is skipped (reason kept in ``skipped``); if no class remains,
+    a ValueError says so.
 
     ``method="mutual"`` is transductive: images are scored against the other unlabeled images
     of their *group* (``group(sample)``; default: the class, as MuSc batches per category),
@@ -161,7 +215,7 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
     cats = [str(s.category) for s in samples]
     mask_classes = {c for s, c in zip(samples, cats) if getattr(s, "mask", None) is not None}
     scores = np.empty(len(samples))
-    pix: dict[str, tuple[list, list]] = {c: ([], []) for c in mask_classes}
+    pix: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in mask_classes}  # masks, maps, indices
     bar = _progress(len(samples), f"zero-shot {dataset} ({method})", progress)
     for idx in _batches(samples, cats, method, batch_size, group, mutual_batch, seed):
         chunk = [samples[i] for i in idx]
@@ -177,14 +231,36 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
                 if pair is not None:
                     pix[cats[i]][0].append(pair[0])
                     pix[cats[i]][1].append(pair[1])
+                    pix[cats[i]][2].append(i)
         bar.update(len(chunk))
     bar.close()
-    pixel = {}
-    for c, (masks, maps) in sorted(pix.items()):
+    pixel, examples = {}, {}
+    for c, (masks, maps, where) in sorted(pix.items()):
         if masks and any(m.any() for m in masks) and not all(m.all() for m in masks):
-            pixel[c] = metrics.pixel_auroc(masks, maps)
+            pixel[c] = localisation.pixel_metrics(masks, maps)
+            examples[c] = _examples(samples, c, masks, maps, where, pixel[c].threshold)
     return score_result(dataset, _preset(model), [_sample_name(s, i) for i, s in enumerate(samples)], cats, labels,
-                        scores, method=method, pixel_auroc=pixel, untrained=tuple(getattr(model, "untrained", ()) or ()))
+                        scores, method=method, pixel=pixel, examples=examples,
+                        untrained=tuple(getattr(model, "untrained", ()) or ()))
+
+
+def _examples(samples, category: str, masks, maps, where, threshold: float) -> list[LocalisationExample]:
+    """The best and the worst localised anomalous image of a class (by the pixel F1 of its map
+    thresholded at ``threshold``; ties go to the earlier sample), each with its image at map size."""
+    f1 = {}
+    for k, (m, a) in enumerate(zip(masks, maps)):
+        if m.any():
+            pred = a >= threshold
+            f1[k] = 2.0 * float((pred & m).sum()) / float(pred.sum() + m.sum())  # Dice = pixel F1 of this image
+    best, worst = max(f1, key=f1.get), min(f1, key=f1.get)
+    out = []
+    for kind, k in (("best", best), ("worst", worst)):
+        i = where[k]
+        h, w = maps[k].shape
+        image = np.asarray(_image(samples[i], i).resize((w, h), Image.BILINEAR))  # [H, W, 3]
+        out.append(LocalisationExample(_sample_name(samples[i], i), category, kind, f1[k], float(threshold), image,
+                                       np.asarray(maps[k], dtype=np.float32), np.asarray(masks[k], dtype=bool)))
+    return out
 
 
 def _batches(samples, cats, method, batch_size, group, mutual_batch, seed) -> list[list[int]]:
@@ -204,11 +280,15 @@ def _batches(samples, cats, method, batch_size, group, mutual_batch, seed) -> li
 
 
 def score_result(dataset: str, preset: str, ids, categories, labels, scores, *, method: str = "expert",
-                 pixel_auroc: dict | None = None, untrained: tuple = ()) -> ZeroShotResult:
-    """The metrics of one run from its per-image labels and scores (per class, then macro)."""
+                 pixel_auroc: dict | None = None, untrained: tuple = (), pixel: dict | None = None,
+                 examples: dict | None = None) -> ZeroShotResult:
+    """The metrics of one run from its per-image labels and scores (per class, then macro).
+
+    ``pixel``: {class: `localisation.PixelMetrics`}; its AUROCs fill ``pixel_auroc`` (an explicit
+    ``pixel_auroc`` {class: value} is taken as given, for runs without the other pixel metrics)."""
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
     c_arr = np.asarray(categories)
-    image_auroc, f1, roc, skipped = {}, {}, {}, {}
+    image_auroc, f1, roc, ap, pr, skipped = {}, {}, {}, {}, {}, {}
     for c in sorted(set(categories)):
         sel = c_arr == c
         n_pos = int(labels[sel].sum())
@@ -218,16 +298,21 @@ def score_result(dataset: str, preset: str, ids, categories, labels, scores, *, 
         image_auroc[c] = metrics.auroc(labels[sel], scores[sel])
         f1[c] = metrics.f1_max(labels[sel], scores[sel])[0]
         roc[c] = metrics.roc_curve(labels[sel], scores[sel])
+        ap[c] = localisation.average_precision(labels[sel], scores[sel])
+        pr[c] = localisation.precision_recall_curve(labels[sel], scores[sel])
     if not image_auroc:
         raise ValueError(f"zero_shot on {dataset}: no class has both normal and anomalous samples "
                          f"({'; '.join(f'{c}: {r}' for c, r in skipped.items())})")
-    pixel = dict(pixel_auroc or {})
+    pixel = dict(pixel or {})
+    pixel_auroc = dict(pixel_auroc or {c: p.auroc for c, p in pixel.items()})
     both = 0 < labels.sum() < labels.size
     return ZeroShotResult(
         dataset=dataset, preset=preset, ids=list(ids), categories=list(categories), labels=labels, scores=scores,
         image_auroc=image_auroc, image_auroc_macro=metrics.macro(image_auroc), f1_max=f1, f1_max_macro=metrics.macro(f1),
-        roc=roc, pooled_auroc=metrics.auroc(labels, scores) if both else None, pixel_auroc=pixel,
-        pixel_auroc_macro=metrics.macro(pixel) if pixel else None, skipped=skipped, untrained=untrained, method=method)
+        roc=roc, pooled_auroc=metrics.auroc(labels, scores) if both else None, pixel_auroc=pixel_auroc,
+        pixel_auroc_macro=metrics.macro(pixel_auroc) if pixel_auroc else None, image_ap=ap,
+        image_ap_macro=metrics.macro(ap), pr=pr, pixel=pixel, examples=dict(examples or {}), skipped=skipped,
+        untrained=untrained, method=method)
 
 
 def mutual_reference_curve(model, samples: Sequence, shares: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
