@@ -37,7 +37,8 @@ from pathlib import Path
 from .records import DataError
 
 __all__ = ["DETECTION_PROMPT", "OFFICIAL_REASONING_SKIP", "DETECTION_FILE", "REASONING_FILE",
-           "DetectionItem", "ReasoningItem", "VisaDRBenchmark", "read_visa_dr", "write_visa_dr"]
+           "DetectionItem", "ReasoningItem", "VisaDRBenchmark", "read_visa_dr", "write_visa_dr",
+           "official_category", "official_skip"]
 
 DETECTION_PROMPT = "Are there any defects for the object in the image? Please reply with 'Yes' or 'No'."
 OFFICIAL_REASONING_SKIP = ("pcb2", "pcb4")
@@ -56,6 +57,7 @@ class DetectionItem:
     category: str
     question: str = DETECTION_PROMPT
     meta: dict = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file's "image" string as written ("" in memory)
 
 
 @dataclass
@@ -66,6 +68,9 @@ class ReasoningItem:
     category: str
     turns: list[tuple[str, str]]
     meta: dict = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file's "image" string as written ("" in memory)
+    record: dict = field(default_factory=dict, compare=False, repr=False)  # the file's record, as read
+    answered: bool = field(default=True, compare=False)  # False: the file had no "answers" (references "")
 
 
 @dataclass
@@ -88,6 +93,21 @@ def _official_category(image: str) -> str:
     """The official scripts' rule ``image.split('/')[1]`` (first part for two-part paths)."""
     parts = image.split("/")
     return parts[1] if len(parts) >= 3 else parts[0]
+
+
+def official_category(image: str) -> str:
+    """Exactly the official ``image.split('/')[1]`` (``calc_accuracy.py``), on the file's own
+    ``"image"`` string; a path without ``/`` (where the official script fails) is a DataError."""
+    parts = image.split("/")
+    if len(parts) < 2:
+        raise DataError(f"image {image!r}: the official class rule image.split('/')[1] needs a '/' in the path")
+    return parts[1]
+
+
+def official_skip(image: str) -> bool:
+    """The official reasoning skip (``test_reasoning.py``): the file's ``"image"`` string contains
+    any of :data:`OFFICIAL_REASONING_SKIP` (a substring test, as there)."""
+    return any(s in image for s in OFFICIAL_REASONING_SKIP)
 
 
 def _load_json(path: Path):
@@ -137,7 +157,7 @@ def _detection(records, path: Path, root: Path, check: bool) -> list[DetectionIt
         category = _text(rec, "category", where) if "category" in rec else _official_category(rec["image"])
         question = _text(rec, "question", where) if "question" in rec else DETECTION_PROMPT
         meta = {k: v for k, v in rec.items() if k not in _DET_KEYS}
-        items.append(DetectionItem(image, int(anomaly), category, question, meta))
+        items.append(DetectionItem(image, int(anomaly), category, question, meta, source=rec["image"]))
     return items
 
 
@@ -154,6 +174,7 @@ def _reasoning(records, path: Path, root: Path, check: bool, require_answers: bo
         if any("<image>" in q for q in questions):
             raise DataError(f"{where}: field 'questions' contains '<image>'; the runner adds it to the first turn")
         answers = rec.get("answers")
+        answered = answers is not None
         if answers is None and not require_answers:
             answers = [""] * len(questions)
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
@@ -163,7 +184,8 @@ def _reasoning(records, path: Path, root: Path, check: bool, require_answers: bo
             raise DataError(f"{where}: field 'answers' has {len(answers)} entries but 'questions' has {len(questions)}")
         category = _text(rec, "category", where) if "category" in rec else _official_category(rec["image"])
         meta = {k: v for k, v in rec.items() if k not in _REA_KEYS}
-        items.append(ReasoningItem(image, category, list(zip(questions, answers)), meta))
+        items.append(ReasoningItem(image, category, list(zip(questions, answers)), meta, source=rec["image"],
+                                   record=dict(rec), answered=answered))
     return items
 
 
