@@ -41,7 +41,7 @@ __all__ = ["OFFICIAL_SOURCE", "OFFICIAL_MAX_NEW_TOKENS", "PLAIN_GREEDY", "Protoc
            "choose_protocol", "deviations", "size_tag", "category_of", "prompt_of", "skipped", "official_image",
            "detection_results", "reasoning_results", "write_official", "read_detection_results",
            "read_reasoning_results", "RESIDUAL", "describe", "with_overrides", "official_size",
-           "protocol_header"]
+           "protocol_header", "score_detection_results"]
 
 OFFICIAL_SOURCE = "honda-research-institute/Anomaly-OneVision@d85bec0 (scripts/eval/test_detection.py, " \
                   "test_reasoning.py, calc_accuracy.py)"
@@ -275,3 +275,17 @@ def protocol_header(result) -> list[str]:
     devs = deviations(p, clipped)
     lines += [f"Deviations from the official protocol ({len(devs)}):", "", *[f"- {d}" for d in devs], ""]
     return lines
+
+
+def score_detection_results(path, bench, protocol="official", preset: str = ""):
+    """Score an official ``detection_results_*.json`` (from the official scripts or from the kit)
+    against ``bench``'s detection list, classes and headline rule by ``protocol``."""
+    from .visa_dr_runners import detection_summary
+
+    p = get_protocol(protocol)
+    answers = read_detection_results(path, bench)
+    res = detection_summary(answers, [int(it.label) for it in bench.detection],
+                            [category_of(it, p) for it in bench.detection], p.rule, preset=preset)
+    res.protocol = p.name
+    res.images = [getattr(it, "source", "") or str(it.image) for it in bench.detection]
+    return res
