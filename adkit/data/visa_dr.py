@@ -18,10 +18,12 @@ official evaluation scripts read (honda-research-institute/Anomaly-OneVision,
 
   asked in order, greedy, with the model's own answers as history (``<image>\\n`` is prepended
   to the first question by the runner, not stored). The official run skips images whose path
-  contains ``pcb2`` or ``pcb4`` (:data:`OFFICIAL_REASONING_SKIP`).
+  contains ``pcb2`` or ``pcb4`` (:data:`OFFICIAL_REASONING_SKIP`, :func:`official_skip`; applied
+  by ``--protocol official``, :mod:`adkit.eval.official`).
 
-The public scripts never read the reference answers, so their key is not defined there. This
-module stores them as ``"answers"`` (a list parallel to ``"questions"``) and also writes an
+The public scripts never read the reference answers, so their key is not defined there (the
+official ``visa_dr.json`` holds questions only: read it with ``require_answers=False``; such items
+have ``answered=False``). This module stores them as ``"answers"`` (a list parallel to ``"questions"``) and also writes an
 explicit ``"category"`` (and ``"question"`` when it differs from the prompt); other keys (e.g.
 the ``"responses"`` the official script adds) are kept in ``meta`` and written back.
 A single ``.json`` file may also hold both lists: ``{"detection": [...], "reasoning": [...]}``.

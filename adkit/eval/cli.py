@@ -393,6 +393,9 @@ def cmd_visa_dr(args, tools) -> int:
     judge = None
     if args.judge_url:
         judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_key_env))
+    print(f"VisA-D&R protocol {p.name}" + (" (auto: the benchmark's layout)" if args.protocol == "auto" else "")
+          + f": at most {p.detection_tokens}/{p.reasoning_tokens} new tokens (detection/reasoning), "
+          f"{p.batch_size} image(s) per call", file=sys.stderr)
     model = _model(args, tools)
     progress = not args.no_progress
     det = visa_dr_detection(model, bench, progress=progress, protocol=p) if list(bench.detection) else None

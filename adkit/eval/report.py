@@ -9,8 +9,10 @@
                      per_class.png, report.md (rules side by side, answers where they differ)
     ReasoningResult  answers.csv (every turn: answer, reference, ROUGE-L, SBERT, GPT-score),
                      summary.csv, turns.png, report.md (summary, best / worst answers)
-    VisaDRResult     detection/ and reasoning/ as above + paper_table4.csv and report.md
-                     (the paper's Table 4 with an "adkit <preset>" row)
+    VisaDRResult     detection/ and reasoning/ as above + paper_table4.csv, report.md (the
+                     protocol and its deviations from the official scripts, the paper's Table 4
+                     with an "adkit <preset>" row) and the official scripts' result files
+                     detection_results_<size>.json, reasoning_results_<size>.json (adkit/eval/official.py)
 
 Figures are drawn with matplotlib's Agg backend (no display needed) and closed after saving.
 """

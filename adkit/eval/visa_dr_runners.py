@@ -7,6 +7,10 @@
                          ROUGE-L, Sentence-BERT cosine, optional GPT-score (the judge's name
                          recorded), per class then macro over classes.
 
+Both follow a protocol (:mod:`adkit.eval.official`): ``"kit"`` (the defaults below) or
+``"official"`` (the official scripts' choices: 4096 new tokens, plain greedy, raw answers, one
+image at a time, the pcb2/pcb4 reasoning skip, class ``image.split('/')[1]``, ``int()`` cap).
+
 Benchmarks are duck-typed: ``detection`` items (``image``, ``label``, ``category``, ``question``)
 and ``reasoning`` items (``image``, ``category``, ``turns`` = [(question, reference), ...]).
 """
