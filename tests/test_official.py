@@ -206,6 +206,8 @@ def test_cli_official_on_official_folder_writes_official_files(visa, tmp_path, c
     assert all(f"- {d}" in md for d in doc["deviations"])
     with open(out / "detection" / "answers.csv", newline="") as f:
         assert [row["image"] for row in csv.DictReader(f)] == [d["image"] for d in gt]
+    with open(out / "reasoning" / "answers.csv", newline="") as f:
+        assert [row["image"] for row in csv.DictReader(f)] == [d["image"] for d in kept for _ in QUESTIONS]
     # questions only + detection only: fine (it used to exit 2 without answers)
     code, _, err = _cli(["eval", "visa-dr", str(visa), "--preset", "tiny", "--no-reasoning", "--detection-tokens",
                          "2", "--no-progress"], capsys)

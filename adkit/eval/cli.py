@@ -34,7 +34,8 @@ _DR_DESC = """VisA-D&R detection (greedy Yes/No answers, accuracy/precision/reca
 then macro, both parser rules) and reasoning (multi-turn, the model's own answers as history;
 ROUGE-L, Sentence-BERT, and a GPT-score when --judge-url is given), next to the paper's Table 4.
 --out also writes the official scripts' detection_results_<size>.json and
-reasoning_results_<size>.json. A reasoning file without reference answers (the official
+reasoning_results_<size>.json (with --limit: the subset, in file order; the answers.csv files
+name each item's image). A reasoning file without reference answers (the official
 visa_dr.json holds questions only) is asked but not scored.
 
 Protocols (--protocol; default auto = official when every image path starts with VisA/, the

@@ -183,7 +183,8 @@ def _detection(r: DetectionResult, out: Path, title: bool = True) -> tuple[dict[
 # ---------------------------------------------------------------------------- reasoning
 
 def _reasoning(r: ReasoningResult, out: Path, title: bool = True, examples: int = 3) -> tuple[dict[str, Path], str]:
-    cols = ["item", "category", "turn", "kind", "question", "reference", "answer", "rouge_l", "sbert", "gpt", "judge_raw"]
+    cols = ["item", "image", "category", "turn", "kind", "question", "reference", "answer", "rouge_l", "sbert", "gpt",
+            "judge_raw"]
     files = {"answers": _csv(out / "answers.csv", cols, [[rec.get(c) for c in cols] for rec in r.records])}
     kinds = list(r.summary)
     files["summary"] = _csv(out / "summary.csv", ["kind", "rouge_l", "sbert", "gpt", "n", "judge"],

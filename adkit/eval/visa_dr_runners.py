@@ -171,7 +171,7 @@ class ReasoningResult:
 
     preset: str
     judge_name: str | None  # None: no GPT-score computed
-    records: list[dict]  # item, category, turn, kind, question, reference, answer, rouge_l, sbert, gpt, judge_raw
+    records: list[dict]  # item, image, category, turn, kind, question, reference, answer, rouge_l, sbert, gpt, judge_raw
     summary: dict[str, dict[str, Any]]  # "low-level"/"complex" → rouge_l, sbert, gpt (macro over classes), n
     judge_failures: int = 0
     averaging: str = AVERAGING
@@ -229,7 +229,8 @@ def visa_dr_reasoning(model, bench, judge=None, max_new_tokens: int | None = Non
                              stats)
             for k, q, a in zip(live, qs, outs):
                 histories[k].append((q, a))  # the model's own answer is the history (docs/architecture.md §7)
-                records.append({"item": start + k, "category": protocols.category_of(chunk[k], p), "turn": t,
+                records.append({"item": start + k, "image": getattr(chunk[k], "source", "") or str(chunk[k].image),
+                                "category": protocols.category_of(chunk[k], p), "turn": t,
                                 "kind": turn_kind(t), "question": q, "reference": chunk[k].turns[t][1], "answer": a})
         bar.update(len(chunk))
     bar.close()
