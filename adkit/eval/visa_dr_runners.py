@@ -235,15 +235,14 @@ def visa_dr_reasoning(model, bench, judge=None, max_new_tokens: int | None = Non
         bar.update(len(chunk))
     bar.close()
     records.sort(key=lambda r: (r["item"], r["turn"]))
-    scored = [r for r in records if getattr(items[r["item"]], "answered", True)]
-    sims = dict(zip(map(id, scored), sbert_similarity([r["answer"] for r in scored], [r["reference"] for r in scored],
-                                                      model=sbert))) if scored else {}
-    failures = 0
     for r in records:
         r["rouge_l"], r["sbert"], r["gpt"], r["judge_raw"] = None, None, None, None
-        if id(r) not in sims:
-            continue
-        r["rouge_l"], r["sbert"] = rouge_l(r["answer"], r["reference"]), float(sims[id(r)])
+    scored = [r for r in records if getattr(items[r["item"]], "answered", True)]  # with a reference answer
+    sims = sbert_similarity([r["answer"] for r in scored], [r["reference"] for r in scored], model=sbert) \
+        if scored else []
+    failures = 0
+    for r, sim in zip(scored, sims):
+        r["rouge_l"], r["sbert"] = rouge_l(r["answer"], r["reference"]), float(sim)
         if judge is not None:
             try:
                 res = judge.score(r["question"], r["reference"], r["answer"])
