@@ -242,3 +242,12 @@ def test_official_results_errors(visa, tmp_path):
     with pytest.raises(DataError, match="record 0: needs 'image', 'questions' and as many 'responses'"):
         official.read_reasoning_results(bad)
     assert official.choose_protocol(bench) == "official"
+
+
+def test_official_class_rule_needs_a_folder(tmp_path, capsys):
+    Image.new("RGB", (20, 20), 90).save(tmp_path / "a.png")
+    (tmp_path / "test_data.json").write_text(json.dumps([{"image": "a.png", "anomaly": False}]))
+    code, _, err = _cli(["eval", "visa-dr", str(tmp_path), "--protocol", "official", "--preset", "tiny",
+                         "--no-progress"], capsys)
+    assert code == 2 and "a.png: image 'a.png': the official class rule image.split('/')[1] needs a '/'" in err
+    assert official.choose_protocol(read_visa_dr(tmp_path)) == "kit"  # not the paper's VisA/ layout

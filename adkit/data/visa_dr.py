@@ -18,14 +18,15 @@ official evaluation scripts read (honda-research-institute/Anomaly-OneVision,
 
   asked in order, greedy, with the model's own answers as history (``<image>\\n`` is prepended
   to the first question by the runner, not stored). The official run skips images whose path
-  contains ``pcb2`` or ``pcb4`` (:data:`OFFICIAL_REASONING_SKIP`, :func:`official_skip`; applied
-  by ``--protocol official``, :mod:`adkit.eval.official`).
+  contains ``pcb2`` or ``pcb4`` (:data:`OFFICIAL_REASONING_SKIP`, a substring test on the
+  file's ``"image"``; applied by ``--protocol official``, :mod:`adkit.eval.official`).
 
 The public scripts never read the reference answers, so their key is not defined there (the
 official ``visa_dr.json`` holds questions only: read it with ``require_answers=False``; such items
-have ``answered=False``). This module stores them as ``"answers"`` (a list parallel to ``"questions"``) and also writes an
-explicit ``"category"`` (and ``"question"`` when it differs from the prompt); other keys (e.g.
-the ``"responses"`` the official script adds) are kept in ``meta`` and written back.
+have ``answered=False``). This module stores them as ``"answers"`` (a list parallel to
+``"questions"``) and also writes an explicit ``"category"`` (and ``"question"`` when it differs
+from the prompt); other keys (e.g. the ``"responses"`` the official script adds) are kept in
+``meta`` and written back.
 A single ``.json`` file may also hold both lists: ``{"detection": [...], "reasoning": [...]}``.
 """
 
@@ -40,7 +41,7 @@ from .records import DataError
 
 __all__ = ["DETECTION_PROMPT", "OFFICIAL_REASONING_SKIP", "DETECTION_FILE", "REASONING_FILE",
            "DetectionItem", "ReasoningItem", "VisaDRBenchmark", "read_visa_dr", "write_visa_dr",
-           "official_category", "official_skip"]
+           "official_category"]
 
 DETECTION_PROMPT = "Are there any defects for the object in the image? Please reply with 'Yes' or 'No'."
 OFFICIAL_REASONING_SKIP = ("pcb2", "pcb4")
@@ -104,12 +105,6 @@ def official_category(image: str) -> str:
     if len(parts) < 2:
         raise DataError(f"image {image!r}: the official class rule image.split('/')[1] needs a '/' in the path")
     return parts[1]
-
-
-def official_skip(image: str) -> bool:
-    """The official reasoning skip (``test_reasoning.py``): the file's ``"image"`` string contains
-    any of :data:`OFFICIAL_REASONING_SKIP` (a substring test, as there)."""
-    return any(s in image for s in OFFICIAL_REASONING_SKIP)
 
 
 def _load_json(path: Path):

@@ -151,7 +151,12 @@ def category_of(item, protocol) -> str:
     """The item's class under ``protocol`` (official: ``image.split('/')[1]`` of its file string)."""
     p = get_protocol(protocol)
     source = getattr(item, "source", "")
-    return official_category(source) if p.category == "official" and source else str(item.category)
+    if p.category != "official" or not source:
+        return str(item.category)
+    try:
+        return official_category(source)
+    except DataError as e:
+        raise DataError(f"{item.image}: {e} (use --protocol kit for paths without a class folder)") from None
 
 
 def prompt_of(item, protocol) -> str:

@@ -140,7 +140,8 @@ def _detection(r: DetectionResult, out: Path, title: bool = True) -> tuple[dict[
     images = r.images or [""] * len(r.answers)
     files = {"answers": _csv(out / "answers.csv", ["index", "image", "category", "label", "answer", "first_word",
                                                    "official_substring"],
-                             [[i, im, c, int(y), a, parse_yes_no(a, "first_word"), parse_yes_no(a, "official_substring")]
+                             [[i, im, c, int(y), a, parse_yes_no(a, "first_word"),
+                               parse_yes_no(a, "official_substring")]
                               for i, (im, c, y, a) in enumerate(zip(images, r.categories, r.labels, r.answers))])}
     rows = [[rule, c, *[s[k] for k in _METRICS], s["tp"], s["fp"], s["tn"], s["fn"], s["unparsed"], s["n"]]
             for rule, by_class in r.per_class.items() for c, s in by_class.items()]

@@ -171,7 +171,8 @@ class ReasoningResult:
 
     preset: str
     judge_name: str | None  # None: no GPT-score computed
-    records: list[dict]  # item, image, category, turn, kind, question, reference, answer, rouge_l, sbert, gpt, judge_raw
+    # item, image, category, turn, kind, question, reference, answer, rouge_l, sbert, gpt, judge_raw
+    records: list[dict]
     summary: dict[str, dict[str, Any]]  # "low-level"/"complex" → rouge_l, sbert, gpt (macro over classes), n
     judge_failures: int = 0
     averaging: str = AVERAGING
