@@ -251,3 +251,14 @@ def test_official_class_rule_needs_a_folder(tmp_path, capsys):
                          "--no-progress"], capsys)
     assert code == 2 and "a.png: image 'a.png': the official class rule image.split('/')[1] needs a '/'" in err
     assert official.choose_protocol(read_visa_dr(tmp_path)) == "kit"  # not the paper's VisA/ layout
+
+
+def test_single_view_model_is_a_listed_deviation(visa, tiny, monkeypatch):
+    bench = read_visa_dr(visa, require_answers=False)
+    bench.detection = bench.detection[:2]
+    monkeypatch.setattr(tiny.config, "single_view", True)  # as parts trained with --single-view set it
+    res = visa_dr_detection(tiny, bench, max_new_tokens=2, progress=False, protocol="official")
+    from adkit.eval.visa_dr_runners import VisaDRResult
+    header = "\n".join(official.protocol_header(VisaDRResult(res, None, protocol="official")))
+    assert res.single_view and "one base view" in header
+    assert "one base view" not in "\n".join(official.deviations("official"))

@@ -417,7 +417,8 @@ def cmd_visa_dr(args, tools) -> int:
                 say(f"detection [{rule}] " + " ".join(f"{k} {v:.3f}" for k, v in m.items()) + " (macro over classes)")
             say(f"answers the two parsers read differently: {len(det.differences)}")
         doc.update(command="eval visa-dr", preset=args.preset, benchmark=str(args.benchmark), protocol=p.name,
-                   deviations=official.deviations(p, (det.clipped if det else 0) + (rea.clipped if rea else 0)),
+                   deviations=official.deviations(p, sum(r.clipped for r in (det, rea) if r is not None),
+                                                  any(r.single_view for r in (det, rea) if r is not None)),
                    detection=None if det is None else {
                        "rule": det.rule, "n": len(det.answers), "averaging": det.averaging, "macro": det.macro,
                        "per_class": det.per_class, "differences": len(det.differences)},

@@ -130,15 +130,18 @@ def describe(protocol) -> list[str]:
     return [text.format(say(getattr(p, f))) for f, (text, say) in _SAY.items()]
 
 
-def deviations(protocol, clipped: int = 0) -> list[str]:
+def deviations(protocol, clipped: int = 0, single_view: bool = False) -> list[str]:
     """How ``protocol`` differs from the official scripts: its choices that differ ("X (official:
-    Y)"), then what the kit keeps different under any protocol (:data:`RESIDUAL`)."""
+    Y)"), then what the kit keeps different under any protocol (:data:`RESIDUAL`), then what this
+    run did differently (``clipped`` budgets, a ``single_view`` model)."""
     p, o = get_protocol(protocol), PROTOCOLS["official"]
     out = [f"{text.format(say(getattr(p, f)))} (official: {say(getattr(o, f))})"
            for f, (text, say) in _SAY.items() if getattr(p, f) != getattr(o, f)]
     out += list(RESIDUAL)
     if clipped:
         out.append(f"in this run {clipped} generate() call(s) had their new-token budget cut to the context")
+    if single_view:
+        out.append("the model reads each image as one base view (trained with --single-view; official: anyres crops)")
     return out
 
 
@@ -271,13 +274,14 @@ def protocol_header(result) -> list[str]:
     score, and every deviation from the official scripts."""
     p = get_protocol(result.protocol)
     det, rea = result.detection, result.reasoning
-    clipped = (det.clipped if det is not None else 0) + (rea.clipped if rea is not None else 0)
+    clipped = sum(r.clipped for r in (det, rea) if r is not None)
+    single_view = any(getattr(r, "single_view", False) for r in (det, rea) if r is not None)
     lines = [f"## Protocol: `{p.name}`", "", f"Official reference: {OFFICIAL_SOURCE}.", ""]
     if rea is not None and rea.skipped:
         lines += [f"Reasoning items skipped by the skip list ({', '.join(p.skip)}): {len(rea.skipped)}.", ""]
     if rea is not None and rea.unscored:
         lines += [f"Reasoning answers without a reference answer in the file (asked, not scored): {rea.unscored}.", ""]
-    devs = deviations(p, clipped)
+    devs = deviations(p, clipped, single_view)
     lines += [f"Deviations from the official protocol ({len(devs)}):", "", *[f"- {d}" for d in devs], ""]
     return lines
 

@@ -98,6 +98,7 @@ class DetectionResult:
     protocol: str = "kit"
     images: list[str] = field(default_factory=list)  # each item's "image" as its file wrote it
     clipped: int = 0  # generate() calls whose budget was cut to the context (official protocol)
+    single_view: bool = False  # the model read each image as one base view (config.single_view), not anyres
 
 
 def visa_dr_detection(model, bench, batch_size: int | None = None, rule: str | None = None,
@@ -129,6 +130,7 @@ def visa_dr_detection(model, bench, batch_size: int | None = None, rule: str | N
     bar.close()
     res = detection_summary(answers, [int(it.label) for it in items], categories, rule, preset=_preset(model))
     res.protocol, res.clipped = p.name, stats.get("clipped", 0)
+    res.single_view = bool(getattr(model.config, "single_view", False))
     res.images = [getattr(it, "source", "") or str(it.image) for it in items]
     return res
 
@@ -181,6 +183,7 @@ class ReasoningResult:
     skipped: list[str] = field(default_factory=list)  # "image" of the items the protocol's skip list left out
     unscored: int = 0  # answers without a reference (questions-only file): no ROUGE-L / SBERT / GPT-score
     clipped: int = 0  # generate() calls whose budget was cut to the context (official protocol)
+    single_view: bool = False  # the model read each image as one base view (config.single_view), not anyres
 
 
 def _macro_of(records: list[dict], key: str) -> float | None:
@@ -258,7 +261,8 @@ def visa_dr_reasoning(model, bench, judge=None, max_new_tokens: int | None = Non
                          "gpt": _macro_of(sub, "gpt"), "n": len(sub)}
     return ReasoningResult(_preset(model), getattr(judge, "name", None) if judge is not None else None,
                            records, summary, failures, protocol=p.name, items=items, skipped=skipped,
-                           unscored=len(records) - len(scored), clipped=stats.get("clipped", 0))
+                           unscored=len(records) - len(scored), clipped=stats.get("clipped", 0),
+                           single_view=bool(getattr(model.config, "single_view", False)))
 
 
 @dataclass
