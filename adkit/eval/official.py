@@ -70,9 +70,12 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "official": Protocol("official", OFFICIAL_MAX_NEW_TOKENS, OFFICIAL_MAX_NEW_TOKENS, "official_substring",
-                         OFFICIAL_REASONING_SKIP, "official", "floor", False, True, 1, "official", "official"),
-    "kit": Protocol("kit", 8, 128, "first_word", (), "file", "round", True, False, 8, "kit", "file"),
+    "official": Protocol("official", detection_tokens=OFFICIAL_MAX_NEW_TOKENS, reasoning_tokens=OFFICIAL_MAX_NEW_TOKENS,
+                         rule="official_substring", skip=OFFICIAL_REASONING_SKIP, category="official",
+                         cap_rounding="floor", strip=False, plain_greedy=True, batch_size=1, loader="official",
+                         prompt="official"),
+    "kit": Protocol("kit", detection_tokens=8, reasoning_tokens=128, rule="first_word", skip=(), category="file",
+                    cap_rounding="round", strip=True, plain_greedy=False, batch_size=8, loader="kit", prompt="file"),
 }
 
 # what each field means, and how to say a value (deviations and --help)
