@@ -13,13 +13,32 @@ from dataclasses import dataclass
 from .geometry import Geometry
 
 
-def capped_size(height: int, width: int, geometry: Geometry) -> tuple[int, int]:
-    """Step 1 of anyres: shrink so the long side is at most ``geometry.max_long_side``."""
+#: How :func:`capped_size` rounds the short side: ``"round"`` (the kit's default, nearest
+#: integer) or ``"floor"`` (the official Anomaly-OneVision eval scripts and training code:
+#: ``int(1024 * short / long)``). They differ for some sizes above the cap (tests/test_anyres.py).
+CAP_ROUNDING = ("round", "floor")
+
+
+def capped_size(height: int, width: int, geometry: Geometry, rounding: str = "round") -> tuple[int, int]:
+    """Step 1 of anyres: shrink so the long side is at most ``geometry.max_long_side``.
+
+    ``rounding="round"``: short side ``round(short * cap / long)``; ``"floor"``: the official
+    ``int(cap * short / long)``, computed exactly as ``cap * short // long`` (the same integer:
+    a quotient of integers this small is never within float error of the next integer). The
+    long side becomes ``cap`` either way; the short side is at least 1 (the official code would
+    ask PIL for a 0-pixel side at aspects beyond cap:1).
+    """
+    if rounding not in CAP_ROUNDING:
+        raise ValueError(f"unknown cap rounding {rounding!r}; expected one of {CAP_ROUNDING}")
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}×{width}")
     cap = geometry.max_long_side
     if cap is None or max(height, width) <= cap:
         return height, width
+    if rounding == "floor":
+        if width > height:  # the official branch order: width > height caps the width, else the height
+            return max(1, cap * height // width), cap
+        return cap, max(1, cap * width // height)
     scale = cap / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
@@ -129,13 +148,15 @@ def image_layout(
     single_view: bool = False,
     expert: bool = True,
     hint_tokens: int = 0,
+    cap_rounding: str = "round",
 ) -> ImageLayout:
     """The one token layout of an image of ``height × width`` pixels (before the cap).
 
     ``expert=False`` gives plain LLaVA-OneVision (what transformers packs); ``hint_tokens``
-    is the token length of the hint phrase in the model's tokenizer (0 without the expert).
+    is the token length of the hint phrase in the model's tokenizer (0 without the expert);
+    ``cap_rounding`` is :func:`capped_size`'s rounding (``"floor"``: the official protocol).
     """
-    h, w = capped_size(height, width, geometry)
+    h, w = capped_size(height, width, geometry, cap_rounding)
     g, k = geometry.grid, geometry.pool_size
     if not expert:
         hint_tokens = 0

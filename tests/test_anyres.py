@@ -138,3 +138,52 @@ def test_long_side_cap_resizes_before_tiling():
 def test_bad_sizes_rejected():
     with pytest.raises(ValueError, match="positive"):
         image_layout(0, 10, PAPER)
+
+
+def _official_cap(h, w):
+    """The official cap, as written in Anomaly-OneVision's scripts/eval/test_detection.py,
+    test_reasoning.py and llava/train/train.py (PIL sizes are (width, height))."""
+    if max(w, h) > 1024:
+        if w > h:
+            return int(1024 * h / w), 1024
+        return 1024, int(1024 * w / h)
+    return h, w
+
+
+def _rounded_cap(h, w):
+    """The kit's default: scale the long side to 1024, round the short side to the nearest integer."""
+    if max(h, w) <= 1024:
+        return h, w
+    scale = 1024 / max(h, w)
+    return round(h * scale), round(w * scale)
+
+
+# every (h, w) on a grid whose long side is above the cap, both orientations and squares
+CAP_GRID = [(h, w) for h in range(1025, 3100, 9) for w in range(300, 3100, 11)]
+CAP_GRID += [(w, h) for h, w in CAP_GRID] + [(s, s) for s in range(1000, 1100)]
+
+
+def test_cap_rounding_floor_is_the_official_formula_and_round_the_kit_default():
+    assert len(CAP_GRID) > 100_000
+    floor = [capped_size(h, w, PAPER, "floor") for h, w in CAP_GRID]
+    assert floor == [_official_cap(h, w) for h, w in CAP_GRID]
+    assert [capped_size(h, w, PAPER) for h, w in CAP_GRID] == [_rounded_cap(h, w) for h, w in CAP_GRID]
+    assert [capped_size(h, w, PAPER, "round") for h, w in CAP_GRID] == [_rounded_cap(h, w) for h, w in CAP_GRID]
+    differ = [hw for hw, f in zip(CAP_GRID, floor) if f != _rounded_cap(*hw)]
+    assert 0 < len(differ) < len(CAP_GRID)  # the two rules really differ, on some sizes only
+    assert all(abs(a - b) <= 1 for hw in differ for a, b in zip(_official_cap(*hw), _rounded_cap(*hw)))
+
+
+def test_cap_rounding_changes_token_counts_for_some_sizes():
+    """image_layout(cap_rounding=...) = the layout of the capped image: the official protocol's
+    token counts are those of its int()-capped image, and some differ from the kit default's."""
+    sample = CAP_GRID[::37]
+    changed = 0
+    for h, w in sample:
+        official = image_layout(h, w, PAPER, cap_rounding="floor")
+        assert official == image_layout(*_official_cap(h, w), PAPER)  # cap of a capped image: unchanged
+        assert official.image_size == _official_cap(h, w)
+        changed += official.total != image_layout(h, w, PAPER).total
+    assert changed > 0
+    with pytest.raises(ValueError, match="unknown cap rounding 'ceil'"):
+        capped_size(2000, 1000, PAPER, "ceil")

@@ -18,12 +18,15 @@ official evaluation scripts read (honda-research-institute/Anomaly-OneVision,
 
   asked in order, greedy, with the model's own answers as history (``<image>\\n`` is prepended
   to the first question by the runner, not stored). The official run skips images whose path
-  contains ``pcb2`` or ``pcb4`` (:data:`OFFICIAL_REASONING_SKIP`).
+  contains ``pcb2`` or ``pcb4`` (:data:`OFFICIAL_REASONING_SKIP`, a substring test on the
+  file's ``"image"``; applied by ``--protocol official``, :mod:`adkit.eval.official`).
 
-The public scripts never read the reference answers, so their key is not defined there. This
-module stores them as ``"answers"`` (a list parallel to ``"questions"``) and also writes an
-explicit ``"category"`` (and ``"question"`` when it differs from the prompt); other keys (e.g.
-the ``"responses"`` the official script adds) are kept in ``meta`` and written back.
+The public scripts never read the reference answers, so their key is not defined there (the
+official ``visa_dr.json`` holds questions only: read it with ``require_answers=False``; such items
+have ``answered=False``). This module stores them as ``"answers"`` (a list parallel to
+``"questions"``) and also writes an explicit ``"category"`` (and ``"question"`` when it differs
+from the prompt); other keys (e.g. the ``"responses"`` the official script adds) are kept in
+``meta`` and written back.
 A single ``.json`` file may also hold both lists: ``{"detection": [...], "reasoning": [...]}``.
 """
 
@@ -37,7 +40,8 @@ from pathlib import Path
 from .records import DataError
 
 __all__ = ["DETECTION_PROMPT", "OFFICIAL_REASONING_SKIP", "DETECTION_FILE", "REASONING_FILE",
-           "DetectionItem", "ReasoningItem", "VisaDRBenchmark", "read_visa_dr", "write_visa_dr"]
+           "DetectionItem", "ReasoningItem", "VisaDRBenchmark", "read_visa_dr", "write_visa_dr",
+           "official_category"]
 
 DETECTION_PROMPT = "Are there any defects for the object in the image? Please reply with 'Yes' or 'No'."
 OFFICIAL_REASONING_SKIP = ("pcb2", "pcb4")
@@ -56,6 +60,7 @@ class DetectionItem:
     category: str
     question: str = DETECTION_PROMPT
     meta: dict = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file's "image" string as written ("" in memory)
 
 
 @dataclass
@@ -66,6 +71,9 @@ class ReasoningItem:
     category: str
     turns: list[tuple[str, str]]
     meta: dict = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file's "image" string as written ("" in memory)
+    record: dict = field(default_factory=dict, compare=False, repr=False)  # the file's record, as read
+    answered: bool = field(default=True, compare=False)  # False: the file had no "answers" (references "")
 
 
 @dataclass
@@ -88,6 +96,15 @@ def _official_category(image: str) -> str:
     """The official scripts' rule ``image.split('/')[1]`` (first part for two-part paths)."""
     parts = image.split("/")
     return parts[1] if len(parts) >= 3 else parts[0]
+
+
+def official_category(image: str) -> str:
+    """Exactly the official ``image.split('/')[1]`` (``calc_accuracy.py``), on the file's own
+    ``"image"`` string; a path without ``/`` (where the official script fails) is a DataError."""
+    parts = image.split("/")
+    if len(parts) < 2:
+        raise DataError(f"image {image!r}: the official class rule image.split('/')[1] needs a '/' in the path")
+    return parts[1]
 
 
 def _load_json(path: Path):
@@ -137,7 +154,7 @@ def _detection(records, path: Path, root: Path, check: bool) -> list[DetectionIt
         category = _text(rec, "category", where) if "category" in rec else _official_category(rec["image"])
         question = _text(rec, "question", where) if "question" in rec else DETECTION_PROMPT
         meta = {k: v for k, v in rec.items() if k not in _DET_KEYS}
-        items.append(DetectionItem(image, int(anomaly), category, question, meta))
+        items.append(DetectionItem(image, int(anomaly), category, question, meta, source=rec["image"]))
     return items
 
 
@@ -154,6 +171,7 @@ def _reasoning(records, path: Path, root: Path, check: bool, require_answers: bo
         if any("<image>" in q for q in questions):
             raise DataError(f"{where}: field 'questions' contains '<image>'; the runner adds it to the first turn")
         answers = rec.get("answers")
+        answered = answers is not None
         if answers is None and not require_answers:
             answers = [""] * len(questions)
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
@@ -163,7 +181,8 @@ def _reasoning(records, path: Path, root: Path, check: bool, require_answers: bo
             raise DataError(f"{where}: field 'answers' has {len(answers)} entries but 'questions' has {len(questions)}")
         category = _text(rec, "category", where) if "category" in rec else _official_category(rec["image"])
         meta = {k: v for k, v in rec.items() if k not in _REA_KEYS}
-        items.append(ReasoningItem(image, category, list(zip(questions, answers)), meta))
+        items.append(ReasoningItem(image, category, list(zip(questions, answers)), meta, source=rec["image"],
+                                   record=dict(rec), answered=answered))
     return items
 
 

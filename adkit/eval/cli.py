@@ -34,7 +34,19 @@ ELPV: of its cell type, mono or poly) in batches of --mutual-batch."""
 
 _DR_DESC = """VisA-D&R detection (greedy Yes/No answers, accuracy/precision/recall/F1 per class
 then macro, both parser rules) and reasoning (multi-turn, the model's own answers as history;
-ROUGE-L, Sentence-BERT, and a GPT-score when --judge-url is given), next to the paper's Table 4."""
+ROUGE-L, Sentence-BERT, and a GPT-score when --judge-url is given), next to the paper's Table 4.
+--out also writes the official scripts' detection_results_<size>.json and
+reasoning_results_<size>.json (with --limit: the subset, in file order; the answers.csv files
+name each item's image). A reasoning file without reference answers (the official
+visa_dr.json holds questions only) is asked but not scored.
+
+Protocols (--protocol; default auto = official when every image path starts with VisA/, the
+paper's <data_dir>/VisA layout, else kit):
+  official  the official Anomaly-OneVision scripts (commit d85bec0):{official}
+  kit       the kit's own choices; they differ from the official ones in:{kit}
+Under either protocol the kit still differs in:{residual}
+--detection-tokens, --max-new-tokens and --batch-size override a protocol's choice (listed as
+deviations in the report)."""
 
 
 _PHOTO_DESC = """Score ten public-domain scikit-image photos (astronaut, camera, chelsea, coffee,
@@ -89,21 +101,38 @@ def register(subparsers, tools) -> None:
     _common(z, tools)
     _add_json(z)
 
-    d = sub.add_parser("visa-dr", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_DR_DESC,
+    from . import official
+
+    bullets = "\n    - ".join
+    dr_desc = _DR_DESC.format(official=bullets(["", *official.describe("official")]),
+                              kit=bullets(["", *official.deviations("kit")[:-len(official.RESIDUAL)]]),
+                              residual=bullets(["", *official.RESIDUAL]))
+    d = sub.add_parser("visa-dr", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=dr_desc,
                        help="VisA-D&R detection and reasoning against the paper's Table 4")
     d.add_argument("benchmark", metavar="PATH", help="the VisA-D&R benchmark (folder or file)")
     d.add_argument("--limit", type=int, default=None, metavar="N", help="N detection and N reasoning items (seeded)")
     d.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
-    d.add_argument("--rule", choices=("first_word", "official_substring"), default="first_word",
-                   help="headline Yes/No parser (both are reported; default: first_word)")
+    d.add_argument("--protocol", choices=("auto", "official", "kit"), default="auto",
+                   help="evaluation protocol (see above; default: auto)")
+    d.add_argument("--rule", choices=("first_word", "official_substring"), default=None,
+                   help="headline Yes/No parser (both are reported; default: official_substring under "
+                        "--protocol official, first_word under kit)")
     d.add_argument("--no-reasoning", action="store_true", help="detection only")
-    d.add_argument("--max-new-tokens", type=int, default=128, help="longest reasoning answer (default: 128)")
+    d.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="longest reasoning answer (default: 4096 official, 128 kit)")
+    d.add_argument("--detection-tokens", type=int, default=None, metavar="N",
+                   help="longest detection answer (default: 4096 official, 8 kit)")
+    d.add_argument("--size", default=None, metavar="TAG",
+                   help="<size> in the official file names (default: 7b for paper-7b, 05b for paper-0.5b, "
+                        "else the preset's name)")
     d.add_argument("--judge-url", metavar="URL", default=None,
                    help="GPT-score judge: an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)")
     d.add_argument("--judge-model", metavar="NAME", default=None, help="the judge's model name (with --judge-url)")
     d.add_argument("--judge-key-env", metavar="VAR", default="OPENAI_API_KEY",
                    help="environment variable holding the judge's API key (default: OPENAI_API_KEY)")
     _common(d, tools)
+    d.set_defaults(batch_size=None)  # the protocol's: 1 (official, one image at a time) or 8 (kit)
+    next(a for a in d._actions if a.dest == "batch_size").help = "images per model call (default: 1 official, 8 kit)"
     _add_json(d)
     c = sub.add_parser("calibrate", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=_CAL_DESC,
                        help="choose each method's verdict threshold on the validation categories")
@@ -348,49 +377,79 @@ def cmd_calibrate(args, tools) -> int:
 
 
 def cmd_visa_dr(args, tools) -> int:
+    from . import official
     from .judge import OpenAIJudge
     from .paper import compare_visa_dr
     from .report import write_report
     from .runners import VisaDRResult, load_benchmark, visa_dr_detection, visa_dr_reasoning
 
+    for flag in ("--max-new-tokens", "--detection-tokens", "--batch-size"):
+        if getattr(args, flag[2:].replace("-", "_")) is not None:
+            validate.count(getattr(args, flag[2:].replace("-", "_")), flag)
+    batch = args.batch_size  # None: the protocol's (official 1, kit 8)
+    args.batch_size = batch or 1  # _check wants a number
     _check(args, tools)
-    validate.count(args.max_new_tokens, "--max-new-tokens")
     if bool(args.judge_url) != bool(args.judge_model):
         raise tools.UsageError("--judge-url and --judge-model go together")
     if not os.path.exists(args.benchmark):
         raise tools.UsageError(f"{args.benchmark}: no such benchmark file or folder")
-    bench = load_benchmark(args.benchmark, limit=args.limit, seed=args.seed)
+    # references are needed only to score reasoning: a questions-only file is read, its answers not scored
+    bench = load_benchmark(args.benchmark, limit=args.limit, seed=args.seed, require_answers=False)
+    name = official.choose_protocol(bench) if args.protocol == "auto" else args.protocol
+    p = official.with_overrides(name, rule=args.rule, detection_tokens=args.detection_tokens,
+                                reasoning_tokens=args.max_new_tokens, batch_size=batch)
     judge = None
     if args.judge_url:
         judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_key_env))
+    print(f"VisA-D&R protocol {p.name}" + (" (auto: the benchmark's layout)" if args.protocol == "auto" else "")
+          + f": at most {p.detection_tokens}/{p.reasoning_tokens} new tokens (detection/reasoning), "
+          f"{p.batch_size} image(s) per call", file=sys.stderr)
     model = _model(args, tools)
     progress = not args.no_progress
-    det = visa_dr_detection(model, bench, batch_size=args.batch_size, rule=args.rule, progress=progress)
+    det = visa_dr_detection(model, bench, progress=progress, protocol=p) if list(bench.detection) else None
     rea = None
     if not args.no_reasoning and list(bench.reasoning):
-        rea = visa_dr_reasoning(model, bench, judge=judge, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, progress=progress)
+        if all(official.skipped(it, p) for it in bench.reasoning):
+            print(f"reasoning: all {len(bench.reasoning)} items are on the skip list ({', '.join(p.skip)}); "
+                  "none asked", file=sys.stderr)
+        else:
+            rea = visa_dr_reasoning(model, bench, judge=judge, progress=progress, protocol=p, batch_size=p.batch_size)
+    if det is None and rea is None:
+        raise tools.UsageError(f"{args.benchmark}: nothing to evaluate (no detection items"
+                               + (")" if args.no_reasoning else " and no reasoning item left to ask)"))
     with _output(args) as (say, doc):
-        for rule, m in det.macro.items():
-            say(f"detection [{rule}] " + " ".join(f"{k} {v:.3f}" for k, v in m.items()) + " (macro over classes)")
-        say(f"answers the two parsers read differently: {len(det.differences)}")
-        doc.update(command="eval visa-dr", preset=args.preset, benchmark=str(args.benchmark),
-                   detection={"rule": det.rule, "n": len(det.answers), "averaging": det.averaging, "macro": det.macro,
-                              "per_class": det.per_class, "differences": len(det.differences)},
+        say(f"protocol {p.name}" + (" (auto: the benchmark's layout)" if args.protocol == "auto" else ""))
+        if det is not None:
+            for rule, m in det.macro.items():
+                say(f"detection [{rule}] " + " ".join(f"{k} {v:.3f}" for k, v in m.items()) + " (macro over classes)")
+            say(f"answers the two parsers read differently: {len(det.differences)}")
+        doc.update(command="eval visa-dr", preset=args.preset, benchmark=str(args.benchmark), protocol=p.name,
+                   deviations=official.deviations(p, sum(r.clipped for r in (det, rea) if r is not None),
+                                                  any(r.single_view for r in (det, rea) if r is not None)),
+                   detection=None if det is None else {
+                       "rule": det.rule, "n": len(det.answers), "averaging": det.averaging, "macro": det.macro,
+                       "per_class": det.per_class, "differences": len(det.differences)},
                    reasoning=None)
         if rea is not None:
             for kind, s in rea.summary.items():
                 vals = " ".join(f"{k} {'-' if s[k] is None else format(s[k], '.3f')}" for k in ("rouge_l", "sbert", "gpt"))
                 say(f"reasoning [{kind}] {vals} n {s['n']}")
+            if rea.skipped:
+                say(f"reasoning items skipped ({', '.join(p.skip)}): {len(rea.skipped)}")
+            if rea.unscored:
+                say(f"reasoning answers without a reference (not scored): {rea.unscored}")
             say(f"GPT-score judge: {rea.judge_name or 'none'}")
             doc["reasoning"] = {"n": len(rea.records), "averaging": rea.averaging, "summary": rea.summary,
-                                "judge": rea.judge_name, "judge_failures": rea.judge_failures}
+                                "judge": rea.judge_name, "judge_failures": rea.judge_failures,
+                                "skipped": rea.skipped, "unscored": rea.unscored}
         say()
         table = compare_visa_dr(det, rea)
         say(table.to_markdown())
         doc.update(paper_table=_table(table), report=None, files={})
         if args.out:
-            files = write_report(VisaDRResult(det, rea, source=str(args.benchmark)), args.out)
+            result = VisaDRResult(det, rea, source=str(args.benchmark), protocol=p,
+                                  size=args.size or official.size_tag(args.preset))
+            files = write_report(result, args.out)
             say(f"\nreport: {files['markdown']}")
             doc.update(report=files["markdown"], files=_files(files))
     return 0

@@ -14,8 +14,10 @@
                      per_class.png, report.md (rules side by side, answers where they differ)
     ReasoningResult  answers.csv (every turn: answer, reference, ROUGE-L, SBERT, GPT-score),
                      summary.csv, turns.png, report.md (summary, best / worst answers)
-    VisaDRResult     detection/ and reasoning/ as above + paper_table4.csv and report.md
-                     (the paper's Table 4 with an "adkit <preset>" row)
+    VisaDRResult     detection/ and reasoning/ as above + paper_table4.csv, report.md (the
+                     protocol and its deviations from the official scripts, the paper's Table 4
+                     with an "adkit <preset>" row) and the official scripts' result files
+                     detection_results_<size>.json, reasoning_results_<size>.json (adkit/eval/official.py)
 
 Figures are drawn with matplotlib's Agg backend (no display needed) and closed after saving.
 """
@@ -219,10 +221,12 @@ _METRICS = ("accuracy", "precision", "recall", "f1")
 def _detection(r: DetectionResult, out: Path, title: bool = True) -> tuple[dict[str, Path], str]:
     from .metrics import parse_yes_no
 
-    files = {"answers": _csv(out / "answers.csv", ["index", "category", "label", "answer", "first_word",
+    images = r.images or [""] * len(r.answers)
+    files = {"answers": _csv(out / "answers.csv", ["index", "image", "category", "label", "answer", "first_word",
                                                    "official_substring"],
-                             [[i, c, int(y), a, parse_yes_no(a, "first_word"), parse_yes_no(a, "official_substring")]
-                              for i, (c, y, a) in enumerate(zip(r.categories, r.labels, r.answers))])}
+                             [[i, im, c, int(y), a, parse_yes_no(a, "first_word"),
+                               parse_yes_no(a, "official_substring")]
+                              for i, (im, c, y, a) in enumerate(zip(images, r.categories, r.labels, r.answers))])}
     rows = [[rule, c, *[s[k] for k in _METRICS], s["tp"], s["fp"], s["tn"], s["fn"], s["unparsed"], s["n"]]
             for rule, by_class in r.per_class.items() for c, s in by_class.items()]
     header = ["rule", "class", *_METRICS, "tp", "fp", "tn", "fn", "unparsed", "n"]
@@ -264,7 +268,8 @@ def _detection(r: DetectionResult, out: Path, title: bool = True) -> tuple[dict[
 # ---------------------------------------------------------------------------- reasoning
 
 def _reasoning(r: ReasoningResult, out: Path, title: bool = True, examples: int = 3) -> tuple[dict[str, Path], str]:
-    cols = ["item", "category", "turn", "kind", "question", "reference", "answer", "rouge_l", "sbert", "gpt", "judge_raw"]
+    cols = ["item", "image", "category", "turn", "kind", "question", "reference", "answer", "rouge_l", "sbert", "gpt",
+            "judge_raw"]
     files = {"answers": _csv(out / "answers.csv", cols, [[rec.get(c) for c in cols] for rec in r.records])}
     kinds = list(r.summary)
     files["summary"] = _csv(out / "summary.csv", ["kind", "rouge_l", "sbert", "gpt", "n", "judge"],
@@ -274,7 +279,8 @@ def _reasoning(r: ReasoningResult, out: Path, title: bool = True, examples: int 
     turns = sorted({rec["turn"] for rec in r.records})
     fig, ax = plt.subplots(figsize=(4.5, 3.0))
     for key in ("rouge_l", "sbert"):
-        ax.plot(turns, [np.mean([x[key] for x in r.records if x["turn"] == t]) for t in turns], marker="o", label=key)
+        means = [[x[key] for x in r.records if x["turn"] == t and x[key] is not None] for t in turns]
+        ax.plot(turns, [np.mean(m) if m else np.nan for m in means], marker="o", label=key)  # unscored: no point
     ax.set_xticks(turns)
     ax.set_xlabel("turn (0 = low-level, later = complex)")
     ax.set_ylim(0, 1)
@@ -318,9 +324,13 @@ def write_report(result, out_dir) -> dict[str, Path]:
         return files
     if isinstance(result, VisaDRResult):
         files: dict[str, Path] = {}
+        from .official import official_size, protocol_header, write_official
+
         parts = [f"# VisA-D&R (adkit {(result.detection or result.reasoning).preset})", ""]
         if result.source:
             parts += [f"Benchmark: `{result.source}`", ""]
+        parts += protocol_header(result)  # the protocol and every deviation from the official scripts
+        files.update(write_official(result, out, result.size or official_size(result)))
         table = paper.compare_visa_dr(result.detection, result.reasoning)
         files["paper_table"] = out / "paper_table4.csv"
         files["paper_table"].write_text(table.to_csv(), encoding="utf-8")
