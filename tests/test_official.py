@@ -262,3 +262,22 @@ def test_single_view_model_is_a_listed_deviation(visa, tiny, monkeypatch):
     header = "\n".join(official.protocol_header(VisaDRResult(res, None, protocol="official")))
     assert res.single_view and "one base view" in header
     assert "one base view" not in "\n".join(official.deviations("official"))
+
+
+def test_items_built_in_memory_get_the_detection_file_only(tiny, tmp_path):
+    """The reasoning file holds image paths: a benchmark built from arrays (as notebook 07 does)
+    has none, so only detection_results is written — and the report is still written."""
+    from adkit.data.visa_dr import DetectionItem, ReasoningItem, VisaDRBenchmark
+    from adkit.eval import report
+    from adkit.eval.runners import VisaDRResult
+
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(2)]
+    bench = VisaDRBenchmark([DetectionItem(arrays[0], 0, "toy"), DetectionItem(arrays[1], 1, "toy")],
+                            [ReasoningItem(arrays[1], "toy", [("Describe the anomaly.", "A scratch.")])])
+    det = visa_dr_detection(tiny, bench, max_new_tokens=2, progress=False)
+    rea = visa_dr_reasoning(tiny, bench, max_new_tokens=2, progress=False)
+    files = report.write_report(VisaDRResult(det, rea, source="in memory"), tmp_path)
+    assert json.loads(files["official_detection"].read_text()) == list(det.answers)
+    assert "official_reasoning" not in files and not list(tmp_path.glob("reasoning_results_*.json"))
+    assert files["markdown"].stat().st_size > 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,12 +217,15 @@ def _dump(path: Path, obj) -> Path:
 
 
 def write_official(result, out, tag: str) -> dict[str, Path]:
-    """Write the official files of a ``VisaDRResult`` into ``out``; returns {name: path}."""
+    """Write the official files of a ``VisaDRResult`` into ``out``; returns {name: path}. The
+    reasoning file holds image paths, so it is written only when every item was read from a
+    file (items built in memory from arrays or PIL images have none)."""
     out = Path(out)
     files = {}
     if result.detection is not None:
         files["official_detection"] = _dump(out / f"detection_results_{tag}.json", detection_results(result.detection))
-    if result.reasoning is not None:
+    if result.reasoning is not None and all(item.record or isinstance(item.image, (str, os.PathLike))
+                                            for item in result.reasoning.items):
         files["official_reasoning"] = _dump(out / f"reasoning_results_{tag}.json", reasoning_results(result.reasoning))
     return files
 
