@@ -37,7 +37,7 @@ def files(tmp_path_factory, photo):
     good = (d / "photo.png").read_bytes()
     (d / "truncated.png").write_bytes(good[: len(good) // 2])
     (d / "bomb.png").write_bytes(_png_header(100_000, 100_000))  # over PIL's own limit too
-    (d / "huge.png").write_bytes(_png_header(5000, 5000))  # 25 MP: over the demo's 16 MP
+    (d / "huge.png").write_bytes(_png_header(9000, 9000))  # 81 MP: over the demo's 67 MP (8192²)
     Image.fromarray((np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 13)).save(d / "deep16.png")
     rgba = np.zeros((60, 90, 4), np.uint8)
     rgba[..., 0], rgba[10:50, 20:70, 3] = 200, 255
@@ -108,7 +108,7 @@ def test_overlay_by_hand(photo):
 @pytest.mark.parametrize("name, message", [
     ("notes.txt", "notes.txt cannot be used: not a recognised image format"),
     ("truncated.png", "truncated.png cannot be used: image data is truncated"),
-    ("bomb.png", "bomb.png cannot be used: the image is too large .* 16.8 megapixels"),
+    ("bomb.png", "bomb.png cannot be used: the image is too large .* 67.1 megapixels"),
     ("huge.png", "huge.png cannot be used: the image is too large"),
     ("missing.png", "missing.png cannot be used: no such file"),
 ])
@@ -223,7 +223,10 @@ def test_app_detect_chat_and_bad_upload(client, tiny, photo, files):
     direct = tiny.detect(photo)[0].score
     assert score == pytest.approx(direct, abs=1e-4)  # the score box shows 4 decimals
     assert ("anomalous" if direct >= 0.5 else "normal") in verdict
-    assert np.asarray(Image.open(overlay)).shape == (120, 170, 3)
+    with Image.open(overlay) as sent:  # a JPEG preview of the handler's overlay
+        assert sent.format == "JPEG" and np.asarray(sent).shape == (120, 170, 3)
+        expected_overlay = H.detect(H.DemoPipeline(tiny), str(files / "photo.png"), 0.5).overlay
+        assert np.abs(np.asarray(sent, np.float32) - expected_overlay).mean() < 4.0
     assert "normal" in client.predict(0.3, 0.5, api_name="/verdict")  # the slider re-judges, no model run
     assert "anomalous" in client.predict(0.5, 0.5, api_name="/verdict")
     messages, box = client.predict(handle_file(str(files / "photo.png")), Q1, [], "tiny", api_name="/chat")

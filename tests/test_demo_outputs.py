@@ -3,6 +3,8 @@ Real files in the system temp dir; the SIGTERM case on a real server is in test_
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,3 +39,20 @@ def test_the_app_writes_into_a_bounded_folder(tiny):
     assert isinstance(folder, OutputFolder) and folder.path.is_dir()
     folder.close()
     assert not folder.path.exists()
+
+
+def test_previews_are_jpeg_close_to_the_picture():
+    """Previews go out as JPEG (quality 90): the same picture up to compression, much smaller."""
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((320, 240),
+                                                                                                     Image.BILINEAR))
+    out = OutputFolder()
+    try:
+        jpg, png = out.write_preview(smooth), out.write_png(smooth)
+        with Image.open(jpg) as a, Image.open(png) as b:
+            assert a.format == "JPEG" and b.format == "PNG" and a.size == b.size == (320, 240)
+            assert np.abs(np.asarray(a, np.float32) - smooth).mean() < 2.0
+            assert np.array_equal(np.asarray(b), smooth)
+        assert jpg.endswith(".jpg") and os.path.getsize(jpg) < os.path.getsize(png) / 2
+    finally:
+        out.close()

@@ -182,7 +182,7 @@ def build_demo(pipeline, examples=None, concurrency_limit: int = 2, queue_size: 
         cache atomically, while a returned PIL image is re-encoded and rewritten in place under a
         content hash, so two concurrent requests with the same picture could truncate the file
         one of them is downloading (seen in the 8-client load test)."""
-        return None if picture is None else outputs.write_png(picture)
+        return None if picture is None else outputs.write_preview(picture)
 
     def blank(status: str):
         return None, "", None, status
