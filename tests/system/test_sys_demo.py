@@ -19,9 +19,6 @@ import base64
 import io
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -33,6 +30,7 @@ from adkit.demo.uploads import MAX_UPLOAD_BYTES, REFUSED, upload_folder
 from bad_files import image_files
 from ledger import LEDGER
 from test_demo_files import _call, _detect, _free_port, _server_paths, _upload
+from test_demo_files import inside, secret  # noqa: F401 - the same fixtures: a private server file, a folder in the upload dir
 
 META = {"_type": "gradio.FileData"}
 
@@ -45,22 +43,6 @@ def server(tiny):
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
     yield url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def secret(tmp_path_factory):
-    path = tmp_path_factory.mktemp("server-private") / "secret.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def inside():
-    root = upload_folder()
-    root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=root, prefix="adkit-system-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _status_line(data) -> str:
