@@ -68,8 +68,9 @@ def check_args(args, tools) -> None:
 
 def cmd_demo(args, tools) -> int:
     check_args(args, tools)
-    from .outputs import remove_on_sigterm
+    from .outputs import limit_malloc_arenas, remove_on_sigterm
 
+    limit_malloc_arenas()  # before Gradio's worker threads exist: RSS stays flat under load
     remove_on_sigterm()  # SIGTERM stops the server like Ctrl+C, so the finally below runs
     from ..model import AnomalyOV
     from .app import example_images
