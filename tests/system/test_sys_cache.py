@@ -4,11 +4,13 @@ The three real conversions the ``small`` preset uses (DINOv2-S, SmolLM2-135M, th
 tokenizer) are copied from the user's cache (built first if missing) into a scratch
 ``ADKIT_CACHE``. There, one byte is flipped in every file of every conversion — with the
 file's mtime put back for every other file, so only the sha256 can tell — and each must be
-detected, naming the file; for each conversion, a flip in its largest file is followed by a
-real load, which must say so in one line, rebuild, and give the fresh conversion back byte
-for byte. A synthetic asset then goes through the other faults: truncation, deletion, extra
-files, a missing, malformed or edited manifest, a file where the folder belongs, a stale lock,
-a killed publish (kill -9 mid-write, a real process), two first-time builds racing.
+detected, naming the file; for DINOv2 and the tokenizer, a flip in the largest file is
+followed by a real load, which must say so in one line, rebuild, and give the fresh conversion
+back byte for byte (SmolLM2's 25 s conversion goes through the same ``load_or_build``). A
+synthetic asset then goes through the other faults: truncation, deletion, an extra file, a
+missing or malformed manifest, a same-size change, a file or a symlink where the folder
+belongs, a stale lock, a killed publish (kill -9 mid-write, a real process), two first-time
+builds racing.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def test_real_conversions(scratch):
             assert len(lines) == 1 and f"{weights} does not match its sha256" in lines[0], err.getvalue()[-300:]
             _same_conversion(_snapshot(folder), fresh)
             assert cache.verify_folder(folder) is None and _leftovers(folder) == []
-        cases[f"{label}: flipped weights rebuilt on load, byte-identical"] = rebuild
+        if label != "SmolLM2-135M":  # its rebuild (a 25 s GGUF conversion) is the same code path as these two
+            cases[f"{label}: flipped weights rebuilt on load, byte-identical"] = rebuild
     LEDGER.run_all("cache: real conversions", cases)
     LEDGER.assert_handled("cache: real conversions")
 
