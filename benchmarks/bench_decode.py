@@ -9,7 +9,9 @@ and whether the token ids are equal.
 
 The ceiling: decoding one token reads every LLM weight once (the decoder and the LM head; the
 embedding lookup reads one row), so tokens/s ≤ memory bandwidth / weight bytes. The bandwidth
-is measured here, as the median time of a sum over a 1 GiB tensor on ``--device``.
+is measured here, as the median time of a sum over a 1 GiB tensor on ``--device``; so is the
+time of the step's matrix-vector products alone (every ``nn.Linear`` on one token), the floor
+for any loop around the same kernels.
 Nothing here is asserted by tests (docs/architecture.md §8).
 """
 
@@ -56,6 +58,24 @@ def weight_bytes_per_token(mllm) -> int:
     params = {p.data_ptr(): p for p in hf.language_model(mllm).parameters() if p is not embed}
     params[head.data_ptr()] = head
     return sum(p.numel() * p.element_size() for p in params.values())
+
+
+def matmul_floor(mllm, device: torch.device, rounds: int) -> float:
+    """Seconds of one decode step's matrix-vector products alone: every ``nn.Linear`` of the
+    decoder and the LM head on a 1-token input (median of ``rounds``) — what no decoding loop
+    goes below without fewer weight bytes or a faster kernel."""
+    from adkit import hf
+
+    linears = [m for m in hf.language_model(mllm).modules() if isinstance(m, torch.nn.Linear)] + [hf.lm_head(mllm)]
+    dtype = hf.lm_head(mllm).weight.dtype
+    inputs = {lin.in_features: torch.randn(1, 1, lin.in_features, device=device, dtype=dtype) for lin in linears}
+
+    def step():
+        for lin in linears:
+            lin(inputs[lin.in_features])
+
+    step()
+    return statistics.median(clock(device, step)[0] for _ in range(rounds))
 
 
 def main(argv=None) -> None:
@@ -113,6 +133,7 @@ def main(argv=None) -> None:
     gbps = bandwidth(device, 5)
     per_token = weight_bytes_per_token(model.mllm)
     limit = gbps / per_token
+    floor = matmul_floor(model.mllm, device, 10)
     rows = {}
     for name, t in times.items():  # medians, and the fastest round (least disturbed on a shared machine)
         prefill, full = statistics.median(t["prefill"]), statistics.median(t["full"])
@@ -124,6 +145,8 @@ def main(argv=None) -> None:
     equal = torch.equal(*(ids[k].cpu() for k in paths))
     print(f"memory bandwidth (sum over 1 GiB): {gbps / 1e9:.1f} GB/s; LLM weights read per token: "
           f"{per_token / 1e6:.0f} MB ({args.dtype}) -> bandwidth limit {limit:.1f} tokens/s")
+    print(f"the step's matrix-vector products alone: {floor * 1e3:.1f} ms ({per_token / floor / 1e9:.1f} GB/s) "
+          f"-> {1 / floor:.1f} tokens/s")
     print("medians (best: from the fastest 1-token and n-token rounds)")
     print(f"{'path':<30} {'prefill s':>10} {'best':>6} {'decode tok/s':>13} {'best':>6} {'of limit':>9}  rounds")
     for name, row in rows.items():
@@ -135,7 +158,7 @@ def main(argv=None) -> None:
           f"{w['prefill_s'] / o['prefill_s']:.2f}x; ids equal: {'yes' if equal else 'no'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "bandwidth_Bps": gbps, "weight_bytes": per_token,
-                                               "limit_tok_s": limit, "ids_equal": equal, "args": vars(args)}, indent=1))
+                                               "limit_tok_s": limit, "matmul_floor_s": floor, "ids_equal": equal, "args": vars(args)}, indent=1))
 
 
 if __name__ == "__main__":
