@@ -84,9 +84,10 @@ def _penalty(penalty: float, mask: torch.Tensor):
 def greedy_generate(mllm, embeds: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
                     eos_token_id: int, pad_token_id: int, min_new_tokens: int | None = None,
                     repetition_penalty: float | None = None, no_repeat_ngram_size: int | None = None,
-                    streamer=None, **_ignored) -> torch.Tensor:
+                    streamer=None, **_greedy) -> torch.Tensor:
     """New token ids [B, T] (T ≤ ``max_new_tokens``) for left-padded ``embeds`` [B, L, H] and
-    ``mask`` [B, L]; rows that ended are filled with ``pad_token_id`` until all have."""
+    ``mask`` [B, L]; rows that ended are filled with ``pad_token_id`` until all have.
+    ``_greedy`` takes ``do_sample=False`` / ``num_beams=1`` (what :func:`supports` lets through)."""
     batch, length = mask.shape
     device = embeds.device
     decoder, head = hf.language_model(mllm), hf.lm_head(mllm)
