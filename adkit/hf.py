@@ -113,6 +113,19 @@ def embed_tokens(mllm) -> nn.Module:
     return mllm.get_input_embeddings()
 
 
+def lm_head(mllm) -> nn.Module:
+    """hidden states -> vocabulary logits (tied to :func:`embed_tokens` or not, per the text config)."""
+    return mllm.get_output_embeddings()
+
+
+def static_cache(mllm, max_len: int):
+    """A KV cache for the text decoder holding ``max_len`` positions, allocated on first use and
+    written in place (``transformers.StaticCache``): no per-step concatenation."""
+    from transformers import StaticCache
+
+    return StaticCache(config=mllm.config.get_text_config(decoder=True), max_cache_len=max_len)
+
+
 def tower_hidden_states(tower: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """All hidden states of a transformers vision tower: index 0 embeddings, k = layer k.
 

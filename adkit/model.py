@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from . import hf, validate
+from . import decoding, hf, validate
 from .assembly import assemble_block
 from .calibration import Calibration
 from .config import AnomalyOVConfig, get_preset
@@ -191,10 +191,14 @@ class AnomalyOV(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, split_sizes=None,
-                 single_view=None, labels=None, **gen_kwargs) -> torch.Tensor:
+                 single_view=None, labels=None, fast: bool = True, **gen_kwargs) -> torch.Tensor:
         """New token ids [B, T]: greedy, with the preset's anti-loop defaults (``config.generation``,
         :data:`adkit.config.DECODING`) unless ``gen_kwargs`` say otherwise. Right-padded batches
-        are left-aligned first."""
+        are left-aligned first.
+
+        ``fast`` (default): greedy calls run :func:`adkit.decoding.greedy_generate` (static KV
+        cache, same tokens); ``fast=False``, or any option it does not implement, runs
+        transformers' ``generate``."""
         new = gen_kwargs.get("max_new_tokens")
         if new is not None:
             validate.count(new, "max_new_tokens")
@@ -212,6 +216,8 @@ class AnomalyOV(nn.Module):
         gen_kwargs.setdefault("do_sample", False)
         gen_kwargs.setdefault("eos_token_id", self.processor.im_end_id)
         gen_kwargs.setdefault("pad_token_id", self.processor.pad_token_id)
+        if fast and decoding.supports(gen_kwargs):
+            return decoding.greedy_generate(self.mllm, embeds, mask, **gen_kwargs)
         with warnings.catch_warnings():  # on embeddings the penalties see only the answer: what DECODING means
             warnings.filterwarnings("ignore", message=r"Passing `(repetition_penalty|no_repeat_ngram_size)` with")
             return self.mllm.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
