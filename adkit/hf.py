@@ -40,6 +40,51 @@ def build_mllm(config: AnomalyOVConfig, image_token_id: int) -> LlavaOnevisionFo
     return model.eval()
 
 
+def mllm_from_weights(config: AnomalyOVConfig, image_token_id: int, weights: dict[str, torch.Tensor],
+                      fresh: tuple[str, ...] = ()) -> LlavaOnevisionForConditionalGeneration:
+    """The base MLLM holding ``weights`` (full names, e.g. ``model.vision_tower.…``) without first
+    random-initialising what they replace: the skeleton is built on the meta device, the given
+    tensors become its own (``assign``: no copy), and only what they leave out is materialised
+    and initialised by the model's own ``_init_weights`` (rotary buffers, and e.g. the projector
+    and ``image_newline`` when not given), drawing from the global RNG as a fresh build would.
+    Tied weights are tied again. Strict: a name it does not have, a shape that differs, or a
+    missing weight outside the ``fresh`` prefixes (those it may initialise) raise a ``ValueError``
+    listing them."""
+    with torch.device("meta"):  # transformers skips its init on meta; nothing is allocated
+        model = LlavaOnevisionForConditionalGeneration(llava_config(config, image_token_id))
+    own = model.state_dict(keep_vars=True)
+    unexpected = sorted(set(weights) - set(own))
+    tied = set(model.all_tied_weights_keys) - set(weights)
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+             if k in own and v.shape != own[k].shape]
+    missing = sorted(k for k in set(own) - set(weights) - tied if not k.startswith(fresh))
+    if unexpected or wrong or missing:
+        raise ValueError(f"weights do not fit {type(model).__name__}: missing keys ({len(missing)}): "
+                         f"{', '.join(missing[:10]) or '-'}; unexpected keys ({len(unexpected)}): "
+                         f"{', '.join(unexpected[:10]) or '-'}; shape mismatches ({len(wrong)}): "
+                         f"{'; '.join(wrong[:5]) or '-'}")
+    model.load_state_dict(weights, strict=False, assign=True)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if name in weights:
+            tensor._is_hf_initialized = True  # transformers' own init skips these (as from_pretrained does)
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_meta and name not in tied:  # not given: real memory, initialised just below
+            module, _, leaf = name.rpartition(".")
+            value = torch.empty_like(tensor, device="cpu")
+            owner = model.get_submodule(module)
+            if isinstance(tensor, nn.Parameter):
+                value = nn.Parameter(value, requires_grad=tensor.requires_grad)
+                owner.register_parameter(leaf, value)
+            else:
+                owner.register_buffer(leaf, value, persistent=leaf not in owner._non_persistent_buffers_set)
+    model.initialize_weights()
+    model.tie_weights()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"weights left {len(left)} tensors without values: {', '.join(left[:10])}")
+    return model.eval()
+
+
 def load_mllm(path: str, **kwargs) -> LlavaOnevisionForConditionalGeneration:
     """llava-hf format weights from a local directory or Hub id (local files only)."""
     kwargs.setdefault("local_files_only", True)

