@@ -29,7 +29,13 @@ def _build(fn, **kw):
 
 @pytest.fixture(scope="module")
 def pair():
-    """(new build, former build) of the default ``from_preset("small")``: trained parts loaded."""
+    """(new build, former build) of the default ``from_preset("small")``: trained parts loaded.
+
+    The in-process memos are cleared first, so the former build reads the tower and the LLM from
+    the cache folders as it does in a fresh process, not a model an earlier test converted from
+    the packaged files in this one (whose config carries no cache path)."""
+    for memo in (smollm2._cached, smollm2._cached_tokenizer, dinov2._cached):
+        memo.cache_clear()
     return AnomalyOV.from_preset("small"), _build(presets._load_small_preset_reference)
 
 
