@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from . import decoding, hf, validate
+from . import decoding, hf, precision, validate
 from .assembly import assemble_block
 from .calibration import Calibration
 from .config import AnomalyOVConfig, get_preset
@@ -57,6 +57,7 @@ class AnomalyOV(nn.Module):
         self.processor = AnomalyOVProcessor(config, tokenizer, label_rule=label_rule)
         self.untrained: tuple[str, ...] = ()  # parts still at random init (presets set this)
         self.calibration = Calibration.default()  # verdict thresholds per method (presets load theirs)
+        self.tower_autocast: torch.dtype | None = None  # bf16: the tower's matmuls under autocast (set_dtype)
 
     # ------------------------------------------------------------------ construction
 
@@ -74,20 +75,55 @@ class AnomalyOV(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, *, model_path: str | None = None, expert_path: str | None = None,
-                    trained: bool = True, **kw) -> "AnomalyOV":
+                    trained: bool = True, dtype=None, **kw) -> "AnomalyOV":
         """``tiny`` (random, instant), ``small`` (real DINOv2 + SmolLM2 from PyPI packages, cached
         on first use, plus the shipped trained parts; ``trained=False``: the untrained base that
-        training starts from) or a paper preset from local llava-hf + official expert files."""
+        training starts from) or a paper preset from local llava-hf + official expert files.
+
+        ``dtype``: None / "float32" (the reference numbers), "bfloat16", or "auto" (bf16 where the
+        CPU or GPU multiplies it natively, else fp32; :mod:`adkit.precision`); see :meth:`set_dtype`."""
         config = get_preset(name)
+        compute = None if dtype is None else precision.pick_dtype(dtype)
         if config.name == "small":
             from .weights.presets import load_small_preset
 
-            return load_small_preset(cls, config, trained=trained, **kw)
-        if config.hub_id is None:
-            return cls.from_config(config, **kw)
-        from .weights.presets import load_paper_preset
+            model = load_small_preset(cls, config, trained=trained, **kw)
+        elif config.hub_id is None:
+            model = cls.from_config(config, **kw)
+        else:
+            from .weights.presets import load_paper_preset
 
-        return load_paper_preset(cls, config, model_path=model_path, expert_path=expert_path, **kw)
+            model = load_paper_preset(cls, config, model_path=model_path, expert_path=expert_path,
+                                      torch_dtype=kw.pop("torch_dtype", compute), **kw)  # read in its dtype
+        return model if compute is None else model.set_dtype(compute)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: the LLM's and projector's weights; the tower's matmuls (fp32 weights)."""
+        return hf.embed_tokens(self.mllm).weight.dtype
+
+    def set_dtype(self, dtype) -> "AnomalyOV":
+        """Compute in ``dtype`` (a torch dtype, "float32", "bfloat16" or "auto":
+        :func:`adkit.precision.pick_dtype` for this model's device) and return ``self``.
+
+        bf16: the projector and LLM weights are cast to bf16; the vision tower keeps fp32 weights
+        and runs its matrix products under bf16 autocast (its residual stream, norms and softmax
+        stay fp32, which halves the drift of the expert's score against a bf16-cast tower); the
+        anomaly expert keeps fp32 weights and arithmetic (paper §3.2; ~1 M parameters whose maps
+        feed thresholds); buffers the modules compute themselves (RoPE frequencies) stay fp32. On
+        a CPU with avx512_bf16 this makes detect and the LLM's prefill faster
+        (``benchmarks/bench_dtype.py``); scores stay within 1e-2 of fp32 and greedy answers start
+        with the same tokens (``tests/test_precision.py``). Casting back to fp32 does not restore
+        the bits the bf16 cast dropped: build the model again for exact fp32 numbers."""
+        from .weights.io import cast_floating
+
+        dtype = precision.pick_dtype(dtype, self.device)
+        tower = hf.vision_tower(self.mllm)
+        prefix = next(name for name, module in self.mllm.named_modules() if module is tower) + "."
+        cast_floating(self.mllm, lambda name: torch.float32 if name.startswith(prefix) else dtype)
+        cast_floating(self.expert, lambda name: torch.float32)
+        self.tower_autocast = None if dtype == torch.float32 else dtype
+        return self
 
     @property
     def use_expert(self) -> bool:
@@ -107,8 +143,10 @@ class AnomalyOV(nn.Module):
         """One tower pass over [N, 3, S, S] tiles → final [N, P, D], the expert's levels and any
         ``extra`` hidden_states the training-free scorers read."""
         c = self.config
-        return extract_features(hf.vision_tower(self.mllm), pixel_values.to(self.device),
-                                c.feature_levels, c.final_level, c.has_cls_token, extra=tuple(extra))
+        with torch.autocast(self.device.type, dtype=self.tower_autocast or torch.bfloat16,
+                            enabled=self.tower_autocast is not None):
+            return extract_features(hf.vision_tower(self.mllm), pixel_values.to(self.device),
+                                    c.feature_levels, c.final_level, c.has_cls_token, extra=tuple(extra))
 
     def hint_level(self, scores: torch.Tensor) -> torch.Tensor:
         """0/1/2 = slightly/moderately/highly: score < 0.3, < 0.7, else (not differentiable)."""

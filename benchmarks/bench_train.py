@@ -32,7 +32,8 @@ from adkit.data.records import AnomalySample  # noqa: E402
 from adkit.train import Stage1Config, Stage2Config  # noqa: E402
 from adkit.train.collate import Stage2Collator, count_tokens  # noqa: E402
 from adkit.train.stage1 import train_stage1  # noqa: E402
-from adkit.train.stage2 import cpu_bf16, train_stage2  # noqa: E402
+from adkit.precision import cpu_bf16  # noqa: E402
+from adkit.train.stage2 import train_stage2  # noqa: E402
 
 
 def samples(n: int, size: int, seed: int = 0) -> list[AnomalySample]:

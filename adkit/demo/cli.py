@@ -38,7 +38,7 @@ def is_loopback(host: str) -> bool:
 def register(subparsers, tools) -> None:
     p = subparsers.add_parser("demo", formatter_class=tools.fmt, epilog=tools.PRESET_HELP, description=DESCRIPTION,
                               help="start the web app (Gradio) on 127.0.0.1")
-    tools.add_model_options(p)
+    tools.add_model_options(p, dtype="auto")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1; non-loopback needs --allow-remote)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
@@ -80,7 +80,7 @@ def cmd_demo(args, tools) -> int:
     model = tools.load_model(args)
 
     def loader(preset):
-        return AnomalyOV.from_preset(preset, model_path=args.model_path, expert_path=args.expert_path)
+        return AnomalyOV.from_preset(preset, model_path=args.model_path, expert_path=args.expert_path, dtype=args.dtype)
 
     pipeline = DemoPipeline(model, preset=args.preset, threshold=args.threshold,
                             max_new_tokens=args.max_new_tokens, loader=loader)

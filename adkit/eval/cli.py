@@ -142,7 +142,7 @@ def register(subparsers, tools) -> None:
     c.add_argument("--n-normal", type=int, default=48, help="normal images per val category (default: 48)")
     c.add_argument("--n-anomalous", type=int, default=48, help="anomalous images per val category (default: 48)")
     c.add_argument("--seed", type=int, default=1, help="seed of the validation images (default: 1)")
-    tools.add_model_options(c)
+    tools.add_model_options(c, dtype="float32")
     c.add_argument("--load", action="append", default=[], metavar="FILE",
                    help="trained-parts file(s) to load into the preset first (repeatable)")
     c.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
@@ -153,7 +153,7 @@ def register(subparsers, tools) -> None:
                         help="verdicts on ten clean everyday photos and damaged copies of them")
     ph.add_argument("--method", nargs="+", choices=METHODS, default=["expert"], metavar="METHOD",
                     help=f"scoring method(s): {', '.join(METHODS)} (default: expert)")
-    tools.add_model_options(ph)
+    tools.add_model_options(ph, dtype="float32")
     ph.add_argument("--load", action="append", default=[], metavar="FILE",
                     help="trained-parts file(s) to load into the preset first (repeatable)")
     _add_json(ph)
@@ -174,7 +174,7 @@ def register(subparsers, tools) -> None:
 
 
 def _common(p, tools) -> None:
-    tools.add_model_options(p)
+    tools.add_model_options(p, dtype="float32")  # the card's numbers are fp32; --dtype auto for speed
     p.add_argument("--load", action="append", default=[], metavar="FILE",
                    help="trained-parts file(s) from 'adkit train' to load into the preset (repeatable; "
                         "with --preset small they replace the shipped weights)")
@@ -253,7 +253,7 @@ def _model(args, tools):
     from ..weights.parts import base_with_parts
 
     model = tools.load_model(args) if not args.load else base_with_parts(
-        args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path)
+        args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path).set_dtype(args.dtype)
     if args.no_expert:
         model.use_expert = False
     return model

@@ -26,6 +26,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .. import hf
+from ..precision import cpu_bf16
 from ..processor import AnomalyOVProcessor
 from ..weights.parts import load_trained_parts, save_trained_parts  # re-exported: adkit.train.load_trained_parts
 from .checkpoints import newest_complete, write_marker
@@ -145,16 +146,6 @@ def training_arguments(config: Stage2Config, out_dir: Path, world_size: int) -> 
         report_to=[], remove_unused_columns=False, disable_tqdm=not config.progress,
         deepspeed=config.deepspeed, dataloader_num_workers=0,
     )
-
-
-def cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX): there autocast to bf16
-    is ~1.5× faster for stage 2; elsewhere it is emulated and slower, so it stays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def world_size() -> int:
