@@ -31,7 +31,7 @@ from .expert import AnomalyExpert, ExpertOutput
 from .images import load_image
 from .processor import AnomalyOVProcessor
 from .tokenizers import load_tokenizer
-from .vision import VisionFeatures, extract_features
+from .vision import CPU_TOWER_CHUNK, VisionFeatures, extract_features
 
 
 @dataclass
@@ -146,7 +146,8 @@ class AnomalyOV(nn.Module):
         with torch.autocast(self.device.type, dtype=self.tower_autocast or torch.bfloat16,
                             enabled=self.tower_autocast is not None):
             return extract_features(hf.vision_tower(self.mllm), pixel_values.to(self.device),
-                                    c.feature_levels, c.final_level, c.has_cls_token, extra=tuple(extra))
+                                    c.feature_levels, c.final_level, c.has_cls_token, extra=tuple(extra),
+                                    chunk=CPU_TOWER_CHUNK if self.device.type == "cpu" else None)
 
     def hint_level(self, scores: torch.Tensor) -> torch.Tensor:
         """0/1/2 = slightly/moderately/highly: score < 0.3, < 0.7, else (not differentiable)."""

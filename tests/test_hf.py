@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
@@ -45,3 +46,23 @@ def test_hidden_states_indexing(tiny):
     assert feats.final.shape == (2, 49, 32) and len(feats.levels) == 4
     torch.testing.assert_close(feats.levels[0], hs[1])
     torch.testing.assert_close(feats.final, hs[-1])
+
+
+def test_chunked_tower_equals_one_pass(tiny):
+    """``chunk`` tiles per forward (the CPU default, vision.CPU_TOWER_CHUNK) gives every asked-for
+    state of a one-pass forward, for any remainder, and ``final_level=-1`` aliases the last one."""
+    tower = hf.vision_tower(tiny.mllm)
+    px = torch.randn(7, 3, 56, 56)
+    with torch.no_grad():
+        whole = extract_features(tower, px, levels=(1, 3), extra=(2,))
+        for chunk in (1, 3, 7, 50):
+            part = extract_features(tower, px, levels=(1, 3), extra=(2,), chunk=chunk)
+            torch.testing.assert_close(part.final, whole.final, rtol=1e-5, atol=1e-6)
+            assert sorted(part.states) == [1, 2, 3]
+            for i in (1, 2, 3):
+                torch.testing.assert_close(part.at(i), whole.at(i), rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="level 9 out of range"):
+            extract_features(tower, px, levels=(1, 9), chunk=2)
+    n = tiny.config.vision.num_hidden_layers
+    last = extract_features(tower, px[:2], levels=(n,), chunk=1)
+    assert last.final is not None and torch.equal(last.final, last.levels[0])

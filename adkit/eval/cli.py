@@ -253,7 +253,7 @@ def _model(args, tools):
     from ..weights.parts import base_with_parts
 
     model = tools.load_model(args) if not args.load else base_with_parts(
-        args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path).set_dtype(args.dtype)
+        args.preset, args.load, model_path=args.model_path, expert_path=args.expert_path).set_dtype(getattr(args, "dtype", None))
     if args.no_expert:
         model.use_expert = False
     return model
