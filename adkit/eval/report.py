@@ -19,7 +19,8 @@
                      with an "adkit <preset>" row) and the official scripts' result files
                      detection_results_<size>.json, reasoning_results_<size>.json (adkit/eval/official.py)
 
-Figures are drawn with matplotlib's Agg backend (no display needed) and closed after saving.
+Figures are built as bare matplotlib ``Figure`` objects (no pyplot, no display needed, the
+caller's backend untouched) and written as PNG.
 """
 
 from __future__ import annotations
@@ -59,24 +60,22 @@ def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Pa
     return path
 
 
-def _plt():
-    import matplotlib
+def _subplots(*grid, figsize, **kw):
+    """``(figure, axes)`` like pyplot's ``subplots``, built without pyplot: the caller's backend is
+    never switched (a notebook keeps drawing inline) and no figure stays registered."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
 
 
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
 def _bars(names: Sequence[str], values: Sequence[float], title: str, ylabel: str, path: Path, ref: float | None = None):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.2))
+    fig, ax = _subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.2))
     ax.bar(range(len(names)), values, color="#4C72B0")
     ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     if ref is not None:
@@ -100,8 +99,7 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     files["paper_table"] = out / "paper_table2.csv"
     files["paper_table"].write_text(table.to_csv(), encoding="utf-8")
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = _subplots(figsize=(4.6, 4.2))
     for c, (fpr, tpr, _) in r.roc.items():
         ax.plot(fpr, tpr, drawstyle="steps-post", label=f"{c} ({r.image_auroc[c]:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
@@ -110,7 +108,7 @@ def _zero_shot(r: ZeroShotResult, out: Path) -> dict[str, Path]:
     ax.set_title(f"ROC per class, {r.dataset} (adkit {r.preset})", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     files["roc"] = _save(fig, out / "roc.png")
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = _subplots(figsize=(4.6, 4.2))
     for c, (precision, recall, _) in r.pr.items():
         # steps-pre: precision P_k over (R_k-1, R_k], the rectangles that AP sums
         ax.plot(recall, precision, drawstyle="steps-pre", label=f"{c} (AP {r.image_ap[c]:.3f})")
@@ -170,8 +168,7 @@ def _px(r: ZeroShotResult) -> int:
 
 def _pixel_curves(r: ZeroShotResult, path: Path) -> Path:
     """Pixel ROC, pixel precision-recall and PRO curves per class with masks (thinned points)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.9))
+    fig, axes = _subplots(1, 3, figsize=(12.0, 3.9))
     limit = next(iter(r.pixel.values())).fpr_limit
     for c, p in r.pixel.items():
         axes[0].plot(*p.roc, label=f"{c} ({p.auroc:.3f})")
@@ -197,8 +194,7 @@ def _localisation_panel(r: ZeroShotResult, path: Path) -> Path:
     predicted mask (map >= the class's pixel-F1-max threshold) | ground truth."""
     examples = [e for ex in r.examples.values() for e in ex]
     picks = [max(examples, key=lambda e: e.f1), min(examples, key=lambda e: e.f1)]
-    plt = _plt()
-    fig, axes = plt.subplots(len(picks), 4, figsize=(9.6, 2.6 * len(picks)), squeeze=False)
+    fig, axes = _subplots(len(picks), 4, figsize=(9.6, 2.6 * len(picks)), squeeze=False)
     for row, (e, kind) in zip(axes, zip(picks, ("best", "worst"))):
         vmin, vmax = float(e.anomaly_map.min()), float(e.anomaly_map.max())
         panels = ((e.image, None, f"{kind}: {e.id}"), (e.anomaly_map, "inferno", "anomaly map"),
@@ -232,10 +228,9 @@ def _detection(r: DetectionResult, out: Path, title: bool = True) -> tuple[dict[
     header = ["rule", "class", *_METRICS, "tp", "fp", "tn", "fn", "unparsed", "n"]
     files["per_class"] = _csv(out / "per_class.csv", header, rows)
 
-    plt = _plt()
     per = r.per_class[r.rule]
     tp, fp, tn, fn = (sum(s[k] for s in per.values()) for k in ("tp", "fp", "tn", "fn"))
-    fig, ax = plt.subplots(figsize=(3.4, 3.0))
+    fig, ax = _subplots(figsize=(3.4, 3.0))
     cm = np.array([[tn, fp], [fn, tp]])  # rows: truth normal/anomalous; cols: predicted
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
@@ -275,9 +270,8 @@ def _reasoning(r: ReasoningResult, out: Path, title: bool = True, examples: int 
     files["summary"] = _csv(out / "summary.csv", ["kind", "rouge_l", "sbert", "gpt", "n", "judge"],
                             [[k, r.summary[k]["rouge_l"], r.summary[k]["sbert"], r.summary[k]["gpt"], r.summary[k]["n"],
                               r.judge_name] for k in kinds])
-    plt = _plt()
     turns = sorted({rec["turn"] for rec in r.records})
-    fig, ax = plt.subplots(figsize=(4.5, 3.0))
+    fig, ax = _subplots(figsize=(4.5, 3.0))
     for key in ("rouge_l", "sbert"):
         means = [[x[key] for x in r.records if x["turn"] == t and x[key] is not None] for t in turns]
         ax.plot(turns, [np.mean(m) if m else np.nan for m in means], marker="o", label=key)  # unscored: no point

@@ -317,13 +317,15 @@ class TrainLog:
         return paths
 
     def plot(self, title: str = ""):
-        import matplotlib
+        """Loss, learning rate and validation curves as a matplotlib ``Figure``.
 
-        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        Built without pyplot, so the caller's backend is never switched (a notebook keeps
+        drawing inline after it) and nothing opens a window; ``display(fig)`` shows it in
+        Jupyter and ``fig.savefig`` writes it anywhere."""
+        from matplotlib.figure import Figure
 
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+        fig = Figure(figsize=(12, 3))
+        axes = fig.subplots(1, 3)
         s = [r["step"] for r in self.steps if "loss" in r]
         axes[0].plot(s, [r["loss"] for r in self.steps if "loss" in r])
         axes[0].set(xlabel="step", ylabel="loss", title="training loss")
@@ -338,5 +340,4 @@ class TrainLog:
             axes[2].legend(fontsize=7)
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        plt.close(fig)
         return fig
