@@ -24,23 +24,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import clock  # noqa: E402  (CUDA-synchronised perf_counter)
+
 QUESTION = "Are there any defects for the object in the image? Please reply with 'Yes' or 'No'."
-
-
-def clock(device: torch.device, fn, *args, **kw):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    out = fn(*args, **kw)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t, out
 
 
 def photo(width: int = 1024, height: int = 768):

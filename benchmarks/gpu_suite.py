@@ -37,19 +37,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import DTYPES, clock  # noqa: E402  (CUDA-synchronised perf_counter)
 from bench_expert import loop_forward, vec_forward  # noqa: E402  (the official loop transcription)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def clock(device: torch.device, fn, *args, **kw):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    out = fn(*args, **kw)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t, out
 
 
 def rounds(device, variants: dict, n: int, warmup: int = 1) -> tuple[dict, dict]:
