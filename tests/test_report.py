@@ -141,7 +141,7 @@ def test_toy_judge_never_fills_the_papers_gpt_columns(tmp_path):
     assert ours["low-level GPT"] is None and ours["complex GPT"] is None  # the paper's columns stay blank
     assert ours[f"low-level {TOY_JUDGE_LABEL}"] == 6.5 and ours[f"complex {TOY_JUDGE_LABEL}"] == 4.0
     assert table.row("Anomaly-OV-7B")[f"low-level {TOY_JUDGE_LABEL}"] is None
-    assert any("not GPT-4" in n for n in table.notes)
+    assert any("not GPT-4" in n for n in table.notes) and not any("GPT-score judge" in n for n in table.notes)
     md = write_report(VisaDRResult(det, toy, source="bench/"), tmp_path / "dr")["markdown"].read_text()
     assert f"| low-level {TOY_JUDGE_LABEL} |" in md and f"judge score, {TOY_JUDGE_LABEL}" in md
     assert "| adkit tiny | 1.0 | 1.0 | 1.0 | 1.0 | 0.33 | 0.65 |  | 0.4 |  | 6.5 | 4.0 |" in md

@@ -64,7 +64,8 @@ def visa_dr_table(detection: Any = None, reasoning: Any = None, label: str | Non
         ours[new], ours[old] = ours.get(old), None
     note = (f"{ours[table.columns[0]]}: the judge {reasoning.judge_name!r} is a toy stand-in, not GPT-4: its scores "
             f"sit in the '{TOY_JUDGE_LABEL}' columns and the paper's GPT columns stay blank")
-    return paper.PaperTable(table.title, columns, rows, table.source, table.notes + [note])
+    notes = [n.replace(f"GPT-score judge {reasoning.judge_name}", f"judge {reasoning.judge_name}") for n in table.notes]
+    return paper.PaperTable(table.title, columns, rows, table.source, notes + [note])
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
