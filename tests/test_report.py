@@ -125,3 +125,26 @@ def test_zero_shot_report_without_masks_has_no_pixel_parts(zs, tmp_path):
     files = write_report(zs, tmp_path / "zs")
     assert not {"pixel_curves", "localisation"} & set(files) and "pr" in files
     assert "pixel_AUPRO" not in open(files["per_class"]).readline()
+
+
+def test_toy_judge_never_fills_the_papers_gpt_columns(tmp_path):
+    """A toy / offline judge's scores get their own labelled columns, not the paper's GPT-score ones."""
+    from adkit.eval.report import TOY_JUDGE_LABEL, is_toy_judge, visa_dr_table
+
+    assert is_toy_judge("toy-word-overlap (not a GPT-score)") and is_toy_judge("offline")
+    assert not is_toy_judge("openai:gpt-4o") and not is_toy_judge(None)
+    det = detection_summary(["Yes", "No"], [1, 0], ["a", "a"], preset="tiny")
+    toy = _reasoning()
+    toy.judge_name = "toy-word-overlap (not a GPT-score)"
+    table = visa_dr_table(det, toy)
+    ours = table.row("adkit tiny")
+    assert ours["low-level GPT"] is None and ours["complex GPT"] is None  # the paper's columns stay blank
+    assert ours[f"low-level {TOY_JUDGE_LABEL}"] == 6.5 and ours[f"complex {TOY_JUDGE_LABEL}"] == 4.0
+    assert table.row("Anomaly-OV-7B")[f"low-level {TOY_JUDGE_LABEL}"] is None
+    assert any("not GPT-4" in n for n in table.notes) and not any("GPT-score judge" in n for n in table.notes)
+    md = write_report(VisaDRResult(det, toy, source="bench/"), tmp_path / "dr")["markdown"].read_text()
+    assert f"| low-level {TOY_JUDGE_LABEL} |" in md and f"judge score, {TOY_JUDGE_LABEL}" in md
+    assert "| adkit tiny | 1.0 | 1.0 | 1.0 | 1.0 | 0.33 | 0.65 |  | 0.4 |  | 6.5 | 4.0 |" in md
+    assert "(by gpt)" not in md and "(by toy judge)" in md
+    # a real judge keeps the paper's columns
+    assert visa_dr_table(det, _reasoning()).row("adkit tiny")["low-level GPT"] == 6.5

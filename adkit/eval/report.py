@@ -21,6 +21,11 @@
 
 Figures are built as bare matplotlib ``Figure`` objects (no pyplot, no display needed, the
 caller's backend untouched) and written as PNG.
+
+The paper's GPT-score columns hold only scores from a real judge model. A judge whose name marks
+it as a toy or offline stand-in (`is_toy_judge`: "toy", "offline", "overlap", "not a gpt") gets its
+own, labelled columns ("... toy judge (not GPT-4)") in `visa_dr_table` and a labelled column in
+the reasoning report, never the paper's "GPT" ones.
 """
 
 from __future__ import annotations
@@ -34,7 +39,33 @@ import numpy as np
 from . import paper
 from .runners import DetectionResult, ReasoningResult, VisaDRResult, ZeroShotResult
 
-__all__ = ["write_report", "markdown_table"]
+__all__ = ["write_report", "markdown_table", "is_toy_judge", "visa_dr_table", "TOY_JUDGE_LABEL"]
+
+TOY_JUDGE_MARKERS = ("toy", "offline", "overlap", "not a gpt")
+TOY_JUDGE_LABEL = "toy judge (not GPT-4)"
+
+
+def is_toy_judge(name: str | None) -> bool:
+    """True when a judge's name marks it as a toy / offline stand-in, whose scores are no GPT-score."""
+    return bool(name) and any(m in str(name).casefold() for m in TOY_JUDGE_MARKERS)
+
+
+def visa_dr_table(detection: Any = None, reasoning: Any = None, label: str | None = None) -> paper.PaperTable:
+    """`paper.compare_visa_dr`, except that a toy judge's scores move out of the paper's GPT columns
+    into their own columns labelled `TOY_JUDGE_LABEL` (blank for the paper's rows)."""
+    table = paper.compare_visa_dr(detection, reasoning, label)
+    if reasoning is None or not is_toy_judge(getattr(reasoning, "judge_name", None)):
+        return table
+    moves = {f"{kind} GPT": f"{kind} {TOY_JUDGE_LABEL}" for kind in ("low-level", "complex")}
+    columns = list(table.columns) + [new for new in moves.values() if new not in table.columns]
+    rows = [{c: r.get(c) for c in columns} for r in table.rows]
+    ours = rows[-1]
+    for old, new in moves.items():
+        ours[new], ours[old] = ours.get(old), None
+    note = (f"{ours[table.columns[0]]}: the judge {reasoning.judge_name!r} is a toy stand-in, not GPT-4: its scores "
+            f"sit in the '{TOY_JUDGE_LABEL}' columns and the paper's GPT columns stay blank")
+    notes = [n.replace(f"GPT-score judge {reasoning.judge_name}", f"judge {reasoning.judge_name}") for n in table.notes]
+    return paper.PaperTable(table.title, columns, rows, table.source, notes + [note])
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -283,18 +314,22 @@ def _reasoning(r: ReasoningResult, out: Path, title: bool = True, examples: int 
     files["turns"] = _save(fig, out / "turns.png")
 
     key = "gpt" if r.judge_name and any(x["gpt"] is not None for x in r.records) else "sbert"
+    toy = is_toy_judge(r.judge_name)
+    judge_col = f"judge score, {TOY_JUDGE_LABEL}" if toy else "GPT-score"
+    shown = "toy judge" if toy and key == "gpt" else key  # a toy judge's score is never called "gpt"
     ranked = sorted((x for x in r.records if x[key] is not None), key=lambda x: x[key])
     lines = ([f"# VisA-D&R reasoning (adkit {r.preset})", ""] if title else ["## Reasoning", ""])
     lines += [f"{len(r.records)} answers (multi-turn, the model's own answers as history). Averaging: {r.averaging}. "
-              f"GPT-score judge: {r.judge_name or 'none'}"
+              + (f"Judge: {r.judge_name}, a {TOY_JUDGE_LABEL}: its scores are no GPT-score" if toy
+                 else f"GPT-score judge: {r.judge_name or 'none'}")
               + (f" ({r.judge_failures} failed call(s))" if r.judge_failures else "") + ".", "",
-              markdown_table(["kind", "ROUGE-L", "SBERT", "GPT-score", "answers"],
+              markdown_table(["kind", "ROUGE-L", "SBERT", judge_col, "answers"],
                              [[k, r.summary[k]["rouge_l"], r.summary[k]["sbert"], r.summary[k]["gpt"], r.summary[k]["n"]]
                               for k in kinds]), "", "![scores per turn](turns.png)", ""]
     for name, picks in (("Best", ranked[::-1][:examples]), ("Worst", ranked[:examples])):
-        lines += [f"### {name} answers (by {key})", ""]
+        lines += [f"### {name} answers (by {shown})", ""]
         for x in picks:
-            lines += [f"- **item {x['item']} ({x['category']}), turn {x['turn']}** — {key} {x[key]:.3f}",
+            lines += [f"- **item {x['item']} ({x['category']}), turn {x['turn']}** — {shown} {x[key]:.3f}",
                       f"  - question: {_fmt(x['question'])}", f"  - reference: {_fmt(x['reference'])}",
                       f"  - answer: {_fmt(x['answer']) or '(empty)'}"]
         lines.append("")
@@ -325,7 +360,7 @@ def write_report(result, out_dir) -> dict[str, Path]:
             parts += [f"Benchmark: `{result.source}`", ""]
         parts += protocol_header(result)  # the protocol and every deviation from the official scripts
         files.update(write_official(result, out, result.size or official_size(result)))
-        table = paper.compare_visa_dr(result.detection, result.reasoning)
+        table = visa_dr_table(result.detection, result.reasoning)
         files["paper_table"] = out / "paper_table4.csv"
         files["paper_table"].write_text(table.to_csv(), encoding="utf-8")
         parts += ["## Against the paper (Table 4)", "", table.to_markdown(), "", *[f"- {n}" for n in table.notes],
