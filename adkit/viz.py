@@ -18,7 +18,7 @@ from .config import AnomalyOVConfig, get_preset
 from .images import load_image
 
 __all__ = ["SEGMENT_COLORS", "budget_markdown", "budget_table", "draw_crops", "label_mask_html", "overlay_map",
-           "as_2d_map", "plot_budget", "save_overlay", "show_level_maps", "show_tiles", "token_strip"]
+           "as_2d_map", "defect_panel", "plot_budget", "save_overlay", "show_level_maps", "show_tiles", "token_strip"]
 
 #: One colour per part of an image block (names of :meth:`ImageLayout.segments`).
 SEGMENT_COLORS = {
@@ -172,6 +172,53 @@ def as_2d_map(anomaly_map) -> np.ndarray:
     if amap.ndim != 2 or 0 in amap.shape:
         raise ValueError(f"anomaly_map must be 2-D (H×W), got shape {amap.shape}")
     return amap
+
+
+def _resized_map(amap, size):
+    """An H'×W' map resized bilinearly to ``size`` = (W, H)."""
+    amap = as_2d_map(amap)
+    if amap.shape != (size[1], size[0]):
+        amap = np.asarray(Image.fromarray(amap.astype(np.float32)).resize(size, Image.BILINEAR))
+    return amap
+
+
+def defect_panel(rows, threshold: float = 0.5, axes=None, cmap="jet"):
+    """The standard localisation panel, one row per image: image | ground truth | map | map ≥ threshold.
+
+    ``rows``: a list of ``(image, mask, anomaly_map, title)``; ``mask`` is an H×W bool array or
+    None (a normal image: an empty truth), ``anomaly_map`` any resolution (resized bilinearly to
+    the image). All map panels share one [0, 1] colour scale and one colour bar; the thresholded
+    panel outlines the ground truth in white so hits and misses can be read off. Returns (fig, axes).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    if axes is None:
+        fig, axes = plt.subplots(len(rows), 4, figsize=(11, 2.7 * len(rows)), squeeze=False, layout="constrained")
+    else:
+        axes = np.asarray(axes).reshape(len(rows), 4)
+        fig = axes[0, 0].figure
+    im = None
+    for r, (image, mask, amap, title) in enumerate(rows):
+        img = np.asarray(load_image(image))  # [H, W, 3]
+        h, w = img.shape[:2]
+        truth = np.zeros((h, w), bool) if mask is None else np.asarray(mask, bool)
+        m = _resized_map(amap, (w, h))  # [H, W]
+        axes[r, 0].imshow(img)
+        axes[r, 0].set_title(title, fontsize=9)
+        axes[r, 1].imshow(truth, cmap="gray", vmin=0, vmax=1)
+        axes[r, 1].set_title(f"ground truth ({truth.mean():.1%} of pixels)", fontsize=9)
+        im = axes[r, 2].imshow(m, cmap=cmap, vmin=0, vmax=1)
+        axes[r, 2].set_title(f"anomaly map (max {m.max():.2f})", fontsize=9)
+        axes[r, 3].imshow(m >= threshold, cmap="gray", vmin=0, vmax=1)
+        if truth.any():
+            axes[r, 3].contour(truth, levels=[0.5], colors="w", linewidths=0.8)
+            axes[r, 3].contour(truth, levels=[0.5], colors="r", linewidths=0.8, linestyles="dotted")
+        axes[r, 3].set_title(f"map ≥ {threshold:g} (outline: truth)", fontsize=9)
+        for ax in axes[r]:
+            ax.set(xticks=[], yticks=[])
+    fig.colorbar(im, ax=list(axes[:, 2]), fraction=0.05, pad=0.02, label="anomaly (shared 0–1 scale)")
+    return fig, axes
 
 
 def save_overlay(image, anomaly_map, path, title=None, max_side: int = 1024, min_side: int = 512, dpi: int = 100):
