@@ -44,7 +44,7 @@ def __dir__() -> list[str]:
 
 @dataclass(frozen=True)
 class TokenBudget:
-    """LLM tokens one image costs (paper §3.3: visual tokens, the hint phrase, the expert's tokens)."""
+    """LLM tokens one image costs (paper §3.2, §3.4–3.5: visual tokens, the hint phrase, the expert's tokens)."""
 
     visual: int  # base view + unpadded crops with newlines (plain LLaVA-OneVision)
     hint: int  # "with … suspicious features: "

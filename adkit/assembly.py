@@ -1,4 +1,4 @@
-"""Sequence assembly: one image's block of LLM embeddings, in docs/architecture.md §3's order (paper §3.3).
+"""Sequence assembly: one image's block of LLM embeddings, in docs/architecture.md §3's order (paper §3.2, §3.4).
 
     base view (g²) │ crops, unpadded, newline per row │ hint phrase │ global token │
     base-view selected tokens (k²) │ crop selected tokens on a (k·rows)×(k·cols) grid + newlines

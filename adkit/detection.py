@@ -1,4 +1,4 @@
-"""What detection returns: one image's score, verdict threshold and anomaly maps (paper §3.2).
+"""What detection returns: one image's score, verdict threshold and anomaly maps (paper §3.3–3.5).
 
 :class:`Detection` is the result of ``AnomalyOV.detect`` for every method (the expert and the
 training-free scorers of :mod:`adkit.zeroshot`); :func:`image_maps` turns per-tile patch maps
@@ -60,7 +60,7 @@ def image_maps(tile_maps: torch.Tensor, layout, size: tuple[int, int], tile_size
 
 def score_images(model, images, method: str, reference=None, image_size=None) -> list[Detection]:
     """``AnomalyOV.detect``'s work on loaded images (its arguments already checked): scores and
-    maps by ``method`` (paper §3.2–3.3 for the expert, :mod:`adkit.zeroshot` for the others)."""
+    maps by ``method`` (paper §3.3–3.5 for the expert, :mod:`adkit.zeroshot` for the others)."""
     if reference and method != "mutual":
         raise ValueError(f"reference images are only used by method='mutual', not {method!r}")
     if image_size is not None and method not in ("self", "mutual"):

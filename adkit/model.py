@@ -109,7 +109,7 @@ class AnomalyOV(nn.Module):
         bf16: the projector and LLM weights are cast to bf16; the vision tower keeps fp32 weights
         and runs its matrix products under bf16 autocast (its residual stream, norms and softmax
         stay fp32, which halves the drift of the expert's score against a bf16-cast tower); the
-        anomaly expert keeps fp32 weights and arithmetic (paper §3.2; ~1 M parameters whose maps
+        anomaly expert keeps fp32 weights and arithmetic (paper §3.3–3.5; ~1 M parameters whose maps
         feed thresholds); buffers the modules compute themselves (RoPE frequencies) stay fp32. On
         a CPU with avx512_bf16 this makes detect and the LLM's prefill faster
         (``benchmarks/bench_dtype.py``); scores stay within 1e-2 of fp32 and greedy answers start
@@ -288,7 +288,7 @@ class AnomalyOV(nn.Module):
                threshold: float | None = None) -> list[Detection]:
         """Anomaly score and map per image from the tower alone (no LLM), by ``method``:
 
-        ``"expert"``       the anomaly expert (paper §3.2–3.3), single image, inductive
+        ``"expert"``       the anomaly expert (paper §3.3–3.5), single image, inductive
         ``"self"``         in-image patch kNN on frozen features: training-free, single image, inductive
         ``"mutual"``       MuSc mutual scoring: training-free, *transductive* — each image is scored
                            against the others in ``images`` + ``reference`` (unlabeled; ≥ 2 in all)

@@ -3,9 +3,9 @@
 The big matrix products of Anomaly-OV — the vision tower over every anyres crop, the
 projector and the LLM's prefill — run 2–3.4× faster in bf16 than in fp32 on a CPU with
 ``avx512_bf16`` or AMX (oneDNN kernels; ``benchmarks/bench_dtype.py`` measures it side by
-side), and bf16 is what the official model runs on GPUs (paper §4.1, its training scripts).
+side), and bf16 is what the official model runs on GPUs (paper §5.1, its training scripts).
 Without native support a CPU emulates bf16 and gets slower, so ``"auto"`` picks it only
-where it pays. The anomaly expert (paper §3.2, LTFM and the VT selector) keeps its weights
+where it pays. The anomaly expert (paper §3.3–3.4, LTFM and the VT selector) keeps its weights
 and its arithmetic in fp32 whatever the model's dtype: it is ~1 M parameters, and its maps
 and scores then stay within ~1e-2 of an all-fp32 model (``tests/test_precision.py``).
 

@@ -1,4 +1,4 @@
-"""Multi-level features from any transformers vision tower (paper §3.2, docs/architecture.md §2.1).
+"""Multi-level features from any transformers vision tower (paper §3.3, docs/architecture.md §2.1).
 
 The expert matches patches at several depths of the tower; LLaVA projects one more (the
 final feature). One tower pass gives both through ``output_hidden_states``: index 0 is the

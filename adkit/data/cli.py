@@ -48,7 +48,7 @@ def register(sub, tools) -> None:
     s.set_defaults(func=cmd_synth)
 
     i = dsub.add_parser("instruct", formatter_class=tools.fmt, epilog=DATA_HELP,
-                        help="build LLaVA instruction JSON from images with masks (paper §3.3 pipeline)",
+                        help="build LLaVA instruction JSON from images with masks (paper §4.1 pipeline)",
                         description="Run the instruction pipeline: hint → (red boxes) → description → multi-round\n"
                                     "conversations → balance → LLaVA JSON. Writers: template (offline default),\n"
                                     "openai (any OpenAI-compatible server: --url, --model).")

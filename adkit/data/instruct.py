@@ -1,4 +1,4 @@
-"""The paper's automatic instruction-data pipeline (docs/architecture.md §5; paper §3.3, Anomaly-Instruct-125k).
+"""The paper's automatic instruction-data pipeline (docs/architecture.md §5; paper §4.1, Anomaly-Instruct-125k).
 
 Each stage is a plain function, so a notebook can show one record before and after it:
 

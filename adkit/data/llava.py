@@ -1,7 +1,7 @@
 """LLaVA conversation JSON: read, validate, write, and round-trip through Hugging Face ``datasets``.
 
 The format of Anomaly-Instruct-125k and of every LLaVA-OneVision training file (docs/architecture.md §5;
-paper §3.3): a JSON list (or JSON lines) of records
+paper §4.1): a JSON list (or JSON lines) of records
 
     {"id": "bottle/000",
      "image": "images/000.png"            # or ["a.png", "b.png"]; absent for text-only

@@ -1,4 +1,4 @@
-"""The VisA-D&R benchmark files: detection list + multi-turn reasoning list (docs/architecture.md §5, §7; paper §4).
+"""The VisA-D&R benchmark files: detection list + multi-turn reasoning list (docs/architecture.md §5, §7; paper §4.2).
 
 VisA-D&R: 10 VisA classes, 761 normal + 1000 anomalous images. Its format is the one the
 official evaluation scripts read (honda-research-institute/Anomaly-OneVision,

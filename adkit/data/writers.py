@@ -1,4 +1,4 @@
-"""Pluggable text writers of the instruction-data pipeline (docs/architecture.md §5; paper §3.3 data).
+"""Pluggable text writers of the instruction-data pipeline (docs/architecture.md §5; paper §4.1 data).
 
 The paper has GPT-4o write the detailed descriptions and multi-round conversations of
 Anomaly-Instruct-125k from an image with red boxes plus a class/defect hint. Here the

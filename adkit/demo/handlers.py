@@ -3,13 +3,13 @@
 What the presenter's app (:mod:`adkit.demo.app`) shows, and where it comes from:
 
 * **score / verdict** — the anomaly score of the chosen method (:data:`adkit.zeroshot.METHODS`:
-  the expert, paper §3.3, or a training-free scorer; ``mutual`` scores the upload against the
+  the expert, paper §3.3–3.5, or a training-free scorer; ``mutual`` scores the upload against the
   reference images, by default the example gallery) and ``"anomalous"`` when
   ``score >= threshold`` (the CLI's rule; the slider starts at the method's calibrated threshold);
 * **overlay** — the fused anomaly map (mean of the base-view map and the stitched crop maps,
   :meth:`AnomalyOV.detect`) blended over the photo with the ``jet`` colour map;
 * **crops / selected tokens** — the anyres canvas (:func:`adkit.viz.draw_crops`, docs/architecture.md
-  §2.3–2.4) and, per tile, where each of the pool² selector queries looks (paper §3.3 step 8);
+  §2.3–2.4) and, per tile, where each of the pool² selector queries looks (paper §3.4 step 8);
 * **chat** — :meth:`AnomalyOV.chat` streamed token by token (transformers'
   ``TextIteratorStreamer``), the paper's VisA-D&R prompts as suggestions (docs/architecture.md §5).
 

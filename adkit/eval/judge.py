@@ -1,4 +1,4 @@
-"""The GPT-score of the reasoning protocol (docs/architecture.md §7; paper §4.1, VisA-D&R): a judge model
+"""The GPT-score of the reasoning protocol (docs/architecture.md §7; paper §4.2, §5.3, VisA-D&R): a judge model
 rates an answer 1-10 against the reference answer.
 
     Prompt     `JUDGE_SYSTEM` + `JUDGE_TEMPLATE` (fixed; `build_messages` fills in the question,

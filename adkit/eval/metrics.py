@@ -1,4 +1,4 @@
-"""Evaluation metrics of Anomaly-OV's protocols (docs/architecture.md §7; paper §4.1 "Evaluation").
+"""Evaluation metrics of Anomaly-OV's protocols (docs/architecture.md §7; paper §5.1 "Training & Evaluation").
 
 Pure functions over numpy arrays; no torch and no scikit-learn, so the kit's numbers are its
 own (tests/test_metrics.py checks every one against scikit-learn to 1e-12).

@@ -1,4 +1,4 @@
-"""The VisA-D&R evaluation protocols: ``official`` (the paper's scripts) and ``kit`` (paper §4, Table 4).
+"""The VisA-D&R evaluation protocols: ``official`` (the paper's scripts) and ``kit`` (paper §5.3, Table 4).
 
 ``official`` reproduces the choices of the official evaluation scripts of Anomaly-OneVision
 (:data:`OFFICIAL_SOURCE`: ``scripts/eval/test_detection.py``, ``test_reasoning.py``,

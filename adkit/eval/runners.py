@@ -1,4 +1,4 @@
-"""Evaluation runners: the paper's three protocols end to end (paper §4.1; docs/architecture.md §7).
+"""Evaluation runners: the paper's three protocols end to end (paper §5.1–5.3; docs/architecture.md §7).
 
     zero_shot            the expert alone (`model.detect`, batched): image AUROC, AP and
                          F1-max per class, then macro over classes (paper Table 2); where

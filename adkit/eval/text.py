@@ -1,4 +1,4 @@
-"""Text metrics of the reasoning protocol (paper §4.1 "Evaluation", VisA-D&R).
+"""Text metrics of the reasoning protocol (paper §4.2, §5.3, VisA-D&R).
 
     ROUGE-L (F)           longest-common-subsequence F-measure of an answer against the
                           reference, Porter-stemmed: `rouge_l` (Google's ``rouge_score``).

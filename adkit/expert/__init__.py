@@ -1,4 +1,4 @@
-"""The anomaly expert of Anomaly-OV (paper §3.2–3.3): LTFM + visual-token selector + score head.
+"""The anomaly expert of Anomaly-OV (paper §3.2–3.5): LTFM + visual-token selector + score head.
 
 A pure tensor module: it knows no LLM, processor or data. Input is what a vision tower gives
 for a batch of B images cut into N crops in total (each image's base view first):

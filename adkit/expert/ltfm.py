@@ -1,4 +1,4 @@
-"""Look-Twice Feature Matching, LTFM (paper §3.2; docs/architecture.md §3 steps 1–6).
+"""Look-Twice Feature Matching, LTFM (paper §3.3; docs/architecture.md §3 steps 1–6).
 
 The expert "looks twice": once at the global base view, to guess *what* the object is (a class
 vector c), and once at every crop, matching each patch at four depths of the vision tower

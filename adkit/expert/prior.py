@@ -5,7 +5,7 @@ learns what the *training* images look like, and transfers poorly to a new domai
 ``small`` expert scored 52.9 AUROC on ELPV). A training-free signal transfers much better: a
 defect is a patch unlike the rest of its own image (in-image patch kNN, AnomalyDINO, WACV 2025;
 :func:`adkit.zeroshot.scores.self_similarity_map`). The prior hands that signal to the expert
-at the two places the paper's design can use it (§3.2–3.3):
+at the two places the paper's design can use it (§3.3–3.5):
 
 * **map**: the prior's per-patch distance d, standardised and squashed,
   ``m_prior = sigmoid(map_gain · (d − μ_d) / σ_d + map_bias)``, joins the L level maps in the

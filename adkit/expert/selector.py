@@ -1,4 +1,4 @@
-"""Visual-token selection and the anomaly score (paper §3.3; docs/architecture.md §3 steps 7–10).
+"""Visual-token selection and the anomaly score (paper §3.4–3.5; docs/architecture.md §3 steps 7–10).
 
 The anomaly map of each crop becomes pool² queries (map-weighted means of the crop's final
 features over the cells of ``AdaptiveAvgPool2d(pool)``). One single-head attention per query

@@ -1,4 +1,4 @@
-"""Training of Anomaly-OV (paper §3.4, §4.1; docs/architecture.md §4): stage 1 (the expert) and stage 2
+"""Training of Anomaly-OV (paper §3.5, §5.1; docs/architecture.md §4): stage 1 (the expert) and stage 2
 (visual instruction tuning), on one process or many, with no home-made engine.
 
     stage1.py   train_stage1: frozen tower, balanced BCE, AdamW + warm restarts, exact resume,

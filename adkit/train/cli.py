@@ -49,7 +49,7 @@ def register(subparsers, tools) -> None:
     from .launch import Stage1Config, Stage2Config
 
     t = subparsers.add_parser("train", help="train the expert (stage1) or instruction-tune (stage2)",
-                              description="Training stages of Anomaly-OV (paper §4.1). Multi-GPU: "
+                              description="Training stages of Anomaly-OV (paper §5.1). Multi-GPU: "
                                           "torchrun --nproc_per_node N -m adkit.train.launch stage1|stage2 ...")
     sub = t.add_subparsers(dest="stage", metavar="STAGE", parser_class=tools.Parser)
     sub.required = True

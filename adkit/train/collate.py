@@ -1,4 +1,4 @@
-"""LLaVA conversation records → padded stage-2 batches (paper §4.1; docs/architecture.md §2.5, §4).
+"""LLaVA conversation records → padded stage-2 batches (paper §5.1; docs/architecture.md §2.5, §4).
 
 A record is the LLaVA / Anomaly-Instruct JSON object
 

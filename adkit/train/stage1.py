@@ -1,4 +1,4 @@
-"""Stage 1: train the anomaly expert on a frozen tower (paper §3.4 / §4.1; docs/architecture.md §4).
+"""Stage 1: train the anomaly expert on a frozen tower (paper §3.5 / §5.1; docs/architecture.md §4).
 
 Recipe: only ``model.expert`` trains; balanced BCE on the image score with class weights
 N / (2·N_c); AdamW lr 1e-4; ``CosineAnnealingWarmRestarts`` with T_0 = half an epoch in
@@ -46,7 +46,7 @@ class Stage1Result:
 
 
 def class_weights(labels: Sequence[int]) -> dict[int, float]:
-    """Balanced BCE weights w_c = N / (2·N_c) over the training set (paper §4.1)."""
+    """Balanced BCE weights w_c = N / (2·N_c) over the training set (paper §3.5, §5.1)."""
     y = np.asarray(labels)
     n = len(y)
     counts = {c: int((y == c).sum()) for c in (0, 1)}

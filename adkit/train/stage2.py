@@ -1,4 +1,4 @@
-"""Stage 2: visual instruction tuning with ``transformers.Trainer`` (paper §4.1; docs/architecture.md §4).
+"""Stage 2: visual instruction tuning with ``transformers.Trainer`` (paper §5.1; docs/architecture.md §4).
 
 The official scripts tune the projector, ``image_newline`` and the whole LLM from LLaVA-OV
 weights with the tower and expert frozen: lr 1e-5, cosine, 3 % warmup, weight decay 0,

@@ -59,7 +59,7 @@ def card_text(model) -> str:
     rows = [("vision tower", type(hf.vision_tower(mllm)).__name__, _count(hf.vision_tower(mllm))),
             ("projector + image_newline", "mlp2x_gelu", _count(hf.projector(mllm)) + hf.image_newline(mllm).numel()),
             ("language model", type(hf.language_model(mllm)).__name__, llm),
-            ("anomaly expert", "LTFM + visual-token selector (paper §3.2–3.3)", _count(model.expert))]
+            ("anomaly expert", "LTFM + visual-token selector (paper §3.3–3.4)", _count(model.expert))]
     table = "\n".join(f"| {part} | {kind} | {n:,} |" for part, kind, n in rows)
     cal = model.calibration
     calibration = (f"Detection thresholds are calibrated ({cal.source}); `calibration.json` holds them."
