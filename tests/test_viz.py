@@ -197,3 +197,22 @@ def test_detect_maps_for_thin_and_wide_images(tmp_path):
         assert np.load(out / f"{name}.npy").shape == (h, w)
         with Image.open(out / f"{name}.png") as png:
             assert max(png.size) <= 1024 + 200
+
+
+def test_defect_panel_rows_shared_scale_and_thresholded_mask():
+    """image | ground truth | map | map >= threshold, one row per image, one shared [0, 1] scale."""
+    from PIL import Image
+
+    img = Image.fromarray(np.full((40, 60, 3), 128, np.uint8))
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 30:45] = True
+    amap = np.zeros((4, 6), np.float32)
+    amap[1, 3:5] = 0.9  # coarse map: resized bilinearly to 40×60
+    fig, axes = viz.defect_panel([(img, mask, amap, "defect"), (img, None, np.zeros((4, 6)), "clean")], threshold=0.5)
+    assert axes.shape == (2, 4)
+    shown = axes[0, 3].images[0].get_array()
+    assert shown.shape == (40, 60) and shown[15, 37] and not shown[35, 5]  # the hot cells pass the threshold
+    assert not np.asarray(axes[1, 1].images[0].get_array()).any()  # a normal image: an empty truth
+    assert {ax.images[0].get_clim() for ax in axes[:, 2]} == {(0.0, 1.0)}
+    assert "6.2% of pixels" in axes[0, 1].get_title() and len(axes[0, 3].collections) >= 1
+    plt.close(fig)
