@@ -1,7 +1,7 @@
 """Wall time of each notebook, run as a student runs it: a fresh Jupyter kernel per notebook.
 
-Each notebook is executed by ``jupyter nbconvert --execute`` (its own process and kernel)
-in a temporary copy, in the ``small`` mode that ``make lab`` gives (``--tiny``: the CI mode,
+Each notebook is executed by ``jupyter nbconvert --execute`` (its own process and kernel,
+working directory ``notebooks/``; the executed copy goes to a temporary folder), in the ``small`` mode that ``make lab`` gives (``--tiny``: the CI mode,
 ``ADKIT_TINY=1``), and the script prints seconds per notebook, the slowest cell of each, and
 whether any cell failed or the run hit ``--timeout``; "seconds" minus "in cells" is
 kernel start-up and shutdown. ``--repeat N`` runs each notebook N times
@@ -44,19 +44,19 @@ def _cell_seconds(nb) -> list[tuple[int, float]]:
 
 def run(path: Path, tiny: bool, timeout: int) -> dict:
     """``jupyter nbconvert --execute`` one notebook (its own process and kernel, as a student's
-    command line does) in a temporary copy; seconds, slowest cell, error or timeout."""
+    command line does), the executed copy written to a temporary folder; seconds, slowest cell,
+    error or timeout."""
     import nbformat
 
     work = Path(tempfile.mkdtemp(prefix="adkit-nb-"))
     try:
-        shutil.copytree(NOTEBOOKS, work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        target = work / "notebooks" / path.name
-        cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
-               f"--ExecutePreprocessor.timeout={timeout}", str(target)]
+        target = work / path.name  # the executed copy; the kernel runs in notebooks/, as in JupyterLab
+        cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+               f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", str(work), str(path)]
         env = {**os.environ, "ADKIT_TINY": "1" if tiny else "0"}
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=target.parent, env=env, capture_output=True, text=True,
+            proc = subprocess.run(cmd, cwd=path.parent, env=env, capture_output=True, text=True,
                                   timeout=timeout * 4)
             status = "ok" if proc.returncode == 0 else "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:120]
         except subprocess.TimeoutExpired:
