@@ -78,6 +78,7 @@ def matmul_floor(mllm, device: torch.device, rounds: int) -> float:
     return statistics.median(clock(device, step)[0] for _ in range(rounds))
 
 
+@torch.no_grad()  # a decorator, not set_grad_enabled(False): callers (tests) keep autograd
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -88,7 +89,6 @@ def main(argv=None) -> None:
     ap.add_argument("--json", metavar="PATH", help="also dump the results as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
     device = torch.device(args.device)
     from PIL import Image
 

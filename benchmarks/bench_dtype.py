@@ -43,6 +43,7 @@ def photo(width: int = 1024, height: int = 768):
     return Image.fromarray(data.coffee()).resize((width, height), Image.BICUBIC)
 
 
+@torch.no_grad()  # a decorator, not set_grad_enabled(False): callers (tests) keep autograd
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -53,7 +54,6 @@ def main(argv=None) -> None:
     ap.add_argument("--json", metavar="PATH", help="also dump the results as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
     device = torch.device(args.device)
 
     from adkit import AnomalyOV, decoding, hf, precision

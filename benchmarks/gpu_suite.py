@@ -148,6 +148,7 @@ def llm_rows(model, device, prompt_tokens: int, new_tokens: int, n_rounds: int) 
     return rows
 
 
+@torch.no_grad()  # a decorator, not set_grad_enabled(False): callers (tests) keep autograd
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -165,7 +166,6 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_suite: --device cuda but no CUDA device is visible", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(False)
     from adkit import AnomalyOV
     from adkit.config import get_preset
 

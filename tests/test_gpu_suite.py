@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -27,3 +29,4 @@ def test_gpu_suite_smoke_run_on_cpu(tmp_path, capsys):
     decoders = got["llm"]["decode"]
     assert len(decoders) == 3 and all(row["ids_equal_to_first"] for row in decoders.values()), decoders
     assert "goal >= 250 tokens/s" in capsys.readouterr().out
+    assert torch.is_grad_enabled()  # the suite ran in-process; autograd stays on for the tests after it
