@@ -338,6 +338,9 @@ class TrainLog:
         axes[2].set(xlabel="epoch", title="validation")
         if keys:
             axes[2].legend(fontsize=7)
+        else:  # a run without validation data (stage 2 on training records only) says so
+            axes[2].text(0.5, 0.5, "no validation in this run", ha="center", va="center", transform=axes[2].transAxes)
+            axes[2].set(xticks=[], yticks=[])
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         return fig
