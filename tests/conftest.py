@@ -7,6 +7,18 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(autouse=True)
+def autograd_stays_on():
+    """A test that turns autograd off globally (``torch.set_grad_enabled(False)`` in code it
+    calls in-process) would break every training test after it; fail that test instead."""
+    yield
+    import torch
+
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test left autograd off (torch.set_grad_enabled(False) without restoring it)")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Toy-sized tensors: one intra-op thread is faster and immune to a busy machine
