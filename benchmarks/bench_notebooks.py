@@ -42,10 +42,10 @@ def _cell_seconds(nb) -> list[tuple[int, float]]:
     return out
 
 
-def run(path: Path, tiny: bool, timeout: int) -> dict:
+def run(path: Path, tiny: bool, timeout: int, keep: Path | None = None) -> dict:
     """``jupyter nbconvert --execute`` one notebook (its own process and kernel, as a student's
-    command line does), the executed copy written to a temporary folder; seconds, slowest cell,
-    error or timeout."""
+    command line does), the executed copy written to a temporary folder (and copied to ``keep``,
+    if given, to read its outputs); seconds, slowest cell, error or timeout."""
     import nbformat
 
     work = Path(tempfile.mkdtemp(prefix="adkit-nb-"))
@@ -63,6 +63,9 @@ def run(path: Path, tiny: bool, timeout: int) -> dict:
             status = f"stalled: no exit after {timeout * 4} s"
         seconds = time.perf_counter() - t0
         cells = _cell_seconds(nbformat.read(target, as_version=4)) if status == "ok" else []
+        if keep is not None and target.is_file():
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(target, keep / target.name)
         slowest = max(cells, key=lambda c: c[1]) if cells else (None, 0.0)
         return {"notebook": path.name, "seconds": seconds, "cells_s": sum(c for _, c in cells), "status": status,
                 "slowest_cell": slowest[0], "slowest_cell_s": slowest[1]}
@@ -77,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per notebook, back to back (default: 1)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds one cell may run (default: 600)")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
+    ap.add_argument("--keep", metavar="DIR", type=Path, help="copy each executed notebook (with its outputs) here")
     args = ap.parse_args(argv)
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if args.only:
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
     print(f"{'notebook':<40} {'run':>3} {'seconds':>8} {'in cells':>9} {'slowest cell':>13}  status")
     for path in paths:
         for r in range(args.repeat):
-            row = run(path, args.tiny, args.timeout) | {"run": r + 1, "mode": mode}
+            row = run(path, args.tiny, args.timeout, args.keep) | {"run": r + 1, "mode": mode}
             rows.append(row)
             print(f"{row['notebook']:<40} {r + 1:>3} {row['seconds']:>8.1f} {row['cells_s']:>9.1f} "
                   f"{'#%s %.1f s' % (row['slowest_cell'], row['slowest_cell_s']):>13}  {row['status']}", flush=True)
