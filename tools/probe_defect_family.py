@@ -29,7 +29,10 @@ import torch
 import torch.nn.functional as F
 
 
-def top_patches(x: torch.Tensor, share: float = 0.1) -> torch.Tensor:
+SHARE = 0.1  # the share of patches the "top10" features pool over
+
+
+def top_patches(x: torch.Tensor, share: float = SHARE) -> torch.Tensor:
     """Indices of the ``share`` of patches of ``x`` [P, D] farthest from their 3 nearest other patches."""
     z = F.normalize(x, dim=-1)
     d = 1 - z @ z.T  # [P, P] cosine distances
@@ -57,7 +60,7 @@ def features(model, samples, level: int, batch: int = 8) -> tuple[dict[str, np.n
             vals = {
                 "expert global": o.global_tokens[j], "expert selected": o.selected_tokens[j].mean(0),
                 "projected selected": proj[j].mean(0), "final mean": final.mean(0),
-                "final top10 expert map": final[o.anomaly_maps[j].reshape(-1).topk(g * g // 10).indices].mean(0),
+                "final top10 expert map": final[o.anomaly_maps[j].reshape(-1).topk(max(1, int(g * g * SHARE))).indices].mean(0),
                 f"hs[{level}] mean": mid.mean(0), f"hs[{level}] in mask (oracle)": mid[mask].mean(0),
                 f"hs[{level}] top10 self": mid[top_patches(mid)].mean(0),
             }
