@@ -67,27 +67,46 @@ def score_images(model, images, method: str, reference=None, image_size=None) ->
         raise ValueError(f"image_size applies to the training-free methods, not {method!r} (its tiles are fixed)")
     if method == "mutual":
         return score_mutual(model, images, [load_image(r) for r in reference or []], image_size)
-    cal = model.calibration.get(method)
+    return score_inductive(model, images, (method,), image_size)[method]
+
+
+INDUCTIVE = ("expert", "self", "expert+self")  # the single-image methods: one tower pass serves them all
+
+
+def score_inductive(model, images, methods, image_size=None) -> dict[str, list[Detection]]:
+    """{method: detections} for several single-image ``methods`` from **one** tower pass over the
+    images' tiles (the expert and self read the same features; expert+self reuses both)."""
+    methods = tuple(dict.fromkeys(methods))
+    if not methods or any(m not in INDUCTIVE for m in methods):
+        raise ValueError(f"score_inductive: methods must be among {INDUCTIVE}, got {methods}")
+    need_self = any(m != "expert" for m in methods)
     if image_size is not None:  # self on one larger base view
         feats = model.features(model.processor.base_views(images, image_size), extra=model.config.self_levels)
         split, layouts = [1] * len(images), [None] * len(images)
     else:
         batch = model.processor.images(images)
-        feats = model.features(batch.pixel_values, extra=model.config.self_levels if method != "expert" else ())
+        feats = model.features(batch.pixel_values, extra=model.config.self_levels if need_self else ())
         split = batch.split_sizes.tolist()
         layouts = [model.processor.layout(h, w) for h, w in batch.image_sizes.tolist()]
     g = feats.grid
-    if method in ("expert", "expert+self"):
+    made = {}
+    if "expert" in methods or "expert+self" in methods:
         out = model.expert(feats.final, feats.levels, split)
-        maps, scores = out.anomaly_maps, out.scores
-    if method in ("self", "expert+self"):
+        made["expert"] = (out.anomaly_maps, out.scores)
+    if need_self:
         s_maps, s_scores = model.self_similarity(feats, split)
-        maps, scores = s_maps.reshape(-1, g, g), s_scores  # [N, P] → [N, g, g]
-    if method == "expert+self":
+        made["self"] = (s_maps.reshape(-1, g, g), s_scores)  # [N, P] → [N, g, g]
+    if "expert+self" in methods:
+        (e_maps, e_scores), (s_maps, s_scores) = made["expert"], made["self"]
         p_self = model.calibration.get("self").probability
         p_exp = model.calibration.get("expert").probability
-        maps = (out.anomaly_maps + torch.as_tensor(p_self(maps.cpu().numpy()), dtype=maps.dtype, device=maps.device)) / 2
-        scores = torch.as_tensor((p_exp(out.scores.cpu().numpy()) + p_self(s_scores.cpu().numpy())) / 2)
+        maps = (e_maps + torch.as_tensor(p_self(s_maps.cpu().numpy()), dtype=e_maps.dtype, device=e_maps.device)) / 2
+        made["expert+self"] = (maps, torch.as_tensor((p_exp(e_scores.cpu().numpy()) + p_self(s_scores.cpu().numpy())) / 2))
+    return {m: _detections(model, images, layouts, split, *made[m], m) for m in methods}
+
+
+def _detections(model, images, layouts, split, maps, scores, method) -> list[Detection]:
+    cal = model.calibration.get(method)
     results = []
     for img, lay, m, score in zip(images, layouts, maps.split(split), scores.tolist()):
         base, crop = image_maps(m, lay, (img.height, img.width), model.config.geometry.tile_size)

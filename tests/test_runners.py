@@ -118,6 +118,24 @@ def test_zero_shot_bad_input(tiny, samples, tmp_path):
         zero_shot(tiny, [AnomalySample(broken, 1, "a", id=str(broken))], progress=False)
 
 
+def test_several_methods_at_once_equal_separate_runs(tiny, samples):
+    from adkit.eval.runners import zero_shot_methods
+
+    methods = ("expert", "self", "mutual", "expert+self")
+    together = zero_shot_methods(tiny, samples, methods, batch_size=4, progress=False, dataset="toy")
+    assert list(together) == list(methods)
+    for m in methods:
+        alone = zero_shot(tiny, samples, batch_size=4, progress=False, dataset="toy", method=m)
+        assert together[m].method == m
+        np.testing.assert_allclose(together[m].scores, alone.scores, rtol=0, atol=1e-6)
+        assert together[m].image_auroc == alone.image_auroc
+        assert together[m].pixel_auroc.keys() == alone.pixel_auroc.keys()
+        for c in alone.pixel_auroc:
+            assert abs(together[m].pixel_auroc[c] - alone.pixel_auroc[c]) < 1e-6
+    with pytest.raises(ValueError, match="unknown detection method 'nope'"):
+        zero_shot_methods(tiny, samples, ("expert", "nope"), progress=False)
+
+
 # ---------------------------------------------------------------------------- VisA-D&R
 
 @pytest.fixture(scope="module")

@@ -270,7 +270,7 @@ def cmd_zero_shot(args, tools) -> int:
 
     from .paper import compare_zero_shot
     from .report import markdown_table, write_report
-    from .runners import ALIASES, load_samples, zero_shot
+    from .runners import ALIASES, load_samples, zero_shot_methods
 
     _check(args, tools)
     if args.dataset:
@@ -293,10 +293,11 @@ def cmd_zero_shot(args, tools) -> int:
     elpv = source == "elpv"
     group = (lambda s: s.meta["type"]) if elpv else None  # MuSc batches per category: ELPV per cell type
     results = []
-    for method in dict.fromkeys(args.method):
-        result = zero_shot(model, samples, batch_size=args.batch_size, progress=not args.no_progress,
-                           dataset=f"{name} (graded)" if elpv else name, method=method, group=group,
-                           mutual_batch=args.mutual_batch, seed=args.seed, pixel_size=args.pixel_size)
+    by_method = zero_shot_methods(model, samples, tuple(dict.fromkeys(args.method)), batch_size=args.batch_size,
+                                  progress=not args.no_progress, dataset=f"{name} (graded)" if elpv else name,
+                                  group=group, mutual_batch=args.mutual_batch, seed=args.seed,
+                                  pixel_size=args.pixel_size)  # one tower pass for the single-image methods
+    for result in by_method.values():
         if elpv:  # both labelling rules from the same scores; "clear" first, it is the paper's column
             clear = np.array([s.meta["probability"] in (0.0, 1.0) for s in samples])
             results.append(result.restrict(clear, f"{name} (clear)"))

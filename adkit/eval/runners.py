@@ -201,9 +201,24 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
     of their *group* (``group(sample)``; default: the class, as MuSc batches per category),
     split into seeded random batches of at most ``mutual_batch`` images. Labels are never used.
     """
-    samples = list(samples)
+    return zero_shot_methods(model, samples, (method,), batch_size=batch_size, progress=progress, dataset=dataset,
+                             pixel_size=pixel_size, group=group, mutual_batch=mutual_batch, seed=seed)[method]
+
+
+def zero_shot_methods(model, samples: Sequence, methods: Sequence[str], batch_size: int = 8, progress: bool = True,
+                      dataset: str = "custom", pixel_size: int = 224, group=None, mutual_batch: int = 64,
+                      seed: int = 0) -> dict[str, ZeroShotResult]:
+    """:func:`zero_shot` for several ``methods`` at once: {method: result}. The single-image
+    methods (expert, self, expert+self) share one tower pass per batch; mutual runs on its own
+    batches (its groups). Each result equals a separate ``zero_shot`` run of that method."""
+    from ..detection import INDUCTIVE, score_inductive
+    from ..validate import finite_scores
+
+    samples, methods = list(samples), tuple(dict.fromkeys(methods))
     if not samples:
         raise ValueError("zero_shot: no samples to evaluate")
+    if not methods:
+        raise ValueError("zero_shot: no methods to evaluate")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if mutual_batch < 2:
@@ -214,26 +229,47 @@ def zero_shot(model, samples: Sequence, batch_size: int = 8, progress: bool = Tr
         raise ValueError(f"{_sample_name(samples[bad[0]], bad[0])}: label must be 0 or 1, got {labels[bad[0]]}")
     cats = [str(s.category) for s in samples]
     mask_classes = {c for s, c in zip(samples, cats) if getattr(s, "mask", None) is not None}
-    scores = np.empty(len(samples))
-    pix: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in mask_classes}  # masks, maps, indices
-    bar = _progress(len(samples), f"zero-shot {dataset} ({method})", progress)
-    for idx in _batches(samples, cats, method, batch_size, group, mutual_batch, seed):
-        chunk = [samples[i] for i in idx]
-        images = [_image(s, i) for i, s in zip(idx, chunk)]
-        if method == "mutual" and len(images) < 2:
-            raise ValueError(f"{_sample_name(chunk[0], idx[0])}: method 'mutual' needs at least 2 images per "
-                             "group (it scores each image against the others); this group has 1")
-        dets = model.detect(images, method=method)
-        for i, s, det in zip(idx, chunk, dets):
-            scores[i] = float(det.score)
-            if cats[i] in mask_classes:
-                pair = _pixel_pair(s, det, pixel_size)
-                if pair is not None:
-                    pix[cats[i]][0].append(pair[0])
-                    pix[cats[i]][1].append(pair[1])
-                    pix[cats[i]][2].append(i)
-        bar.update(len(chunk))
+    scores = {m: np.empty(len(samples)) for m in methods}
+    pix = {m: {c: ([], [], []) for c in mask_classes} for m in methods}  # masks, maps, indices
+    inductive = tuple(m for m in methods if m in INDUCTIVE)
+    passes = ([(inductive, _batches(samples, cats, "expert", batch_size, group, mutual_batch, seed))] if inductive else []) \
+        + ([(("mutual",), _batches(samples, cats, "mutual", batch_size, group, mutual_batch, seed))] if "mutual" in methods else [])
+    unknown = [m for m in methods if m not in INDUCTIVE and m != "mutual"]
+    if unknown:
+        from ..zeroshot import METHODS
+
+        raise ValueError(f"unknown detection method {unknown[0]!r}; choose one of {METHODS}")
+    bar = _progress(len(samples) * len(passes), f"zero-shot {dataset} ({', '.join(methods)})", progress)
+    for group_methods, batches in passes:
+        for idx in batches:
+            chunk = [samples[i] for i in idx]
+            images = [_image(s, i) for i, s in zip(idx, chunk)]
+            if group_methods == ("mutual",):
+                if len(images) < 2:
+                    raise ValueError(f"{_sample_name(chunk[0], idx[0])}: method 'mutual' needs at least 2 images per "
+                                     "group (it scores each image against the others); this group has 1")
+                found = {"mutual": model.detect(images, method="mutual")}
+            else:
+                import torch
+
+                with torch.no_grad():
+                    found = score_inductive(model, images, group_methods)
+                for m, dets in found.items():
+                    finite_scores([d.score for d in dets], [_sample_name(s, i) for i, s in zip(idx, chunk)], f"{m} score")
+            for m, dets in found.items():
+                for i, s, det in zip(idx, chunk, dets):
+                    scores[m][i] = float(det.score)
+                    if cats[i] in mask_classes:
+                        pair = _pixel_pair(s, det, pixel_size)
+                        if pair is not None:
+                            for lst, v in zip(pix[m][cats[i]], (*pair, i)):
+                                lst.append(v)
+            bar.update(len(chunk))
     bar.close()
+    return {m: _result(model, samples, cats, labels, scores[m], pix[m], dataset, m) for m in methods}
+
+
+def _result(model, samples, cats, labels, scores, pix, dataset, method) -> ZeroShotResult:
     pixel, examples = {}, {}
     for c, (masks, maps, where) in sorted(pix.items()):
         if masks and any(m.any() for m in masks) and not all(m.all() for m in masks):
