@@ -58,6 +58,7 @@ class AnomalyOV(nn.Module):
         self.untrained: tuple[str, ...] = ()  # parts still at random init (presets set this)
         self.calibration = Calibration.default()  # verdict thresholds per method (presets load theirs)
         self.tower_autocast: torch.dtype | None = None  # bf16: the tower's matmuls under autocast (set_dtype)
+        self.reader = None  # adkit.notes.DefectReader: the expert notes' family classifier, when loaded
 
     # ------------------------------------------------------------------ construction
 
@@ -275,11 +276,46 @@ class AnomalyOV(nn.Module):
         first_user = next(t for t in conv if t["role"] in ("user", "human"))
         if "<image>" not in "".join(t.get("content", "") for t in conv):
             first_user["content"] = "<image>\n" + first_user["content"]
+        conv = self.noted([conv], [image])[0]
         hf.quiet_length_warning(self.tokenizer)  # generate's context check says it, with the numbers
         batch = self.processor([conv], [[image]], add_generation_prompt=True)
         batch.pop("labels")
         ids = self.generate(**batch, max_new_tokens=max_new_tokens, **gen_kwargs)
         return self.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+
+    # ------------------------------------------------------------------ expert notes
+
+    @torch.no_grad()
+    def write_notes(self, images) -> list[str]:
+        """One "Expert note: …" line per image (:mod:`adkit.notes`, the "+ notes" kit variant): the
+        expert's verdict (at the reader's threshold), the 3×3 cell of the largest in-image kNN distance
+        and the defect reader's family, read from each image's single view (as stage 2 lays it out)."""
+        if self.reader is None:
+            raise RuntimeError("expert notes need a defect reader: load one (reader.safetensors, "
+                               "`adkit train reader`) with load_trained_parts")
+        images = [load_image(im) for im in images]
+        scores = [d.score for d in self.detect(images)]
+        states, self_map = self.note_inputs(images, self.reader.levels)
+        return self.reader.notes(states, self_map, scores)
+
+    @torch.no_grad()
+    def note_inputs(self, images, levels) -> tuple[dict, torch.Tensor]:
+        """What the defect reader reads, per image: {hidden_states index: [N, P, D]} of its single
+        view at ``levels`` and the in-image kNN map [N, P] (``config.self_levels``)."""
+        batch = self.processor.images(images, single_view=True)
+        levels = tuple(sorted(set(levels) | set(self.config.self_levels)))
+        feats = self.features(batch.pixel_values, extra=levels)
+        self_map, _ = self.self_similarity(feats, [1] * len(images))
+        return {i: feats.at(i).float() for i in levels}, self_map.float()
+
+    def noted(self, conversations, images) -> list:
+        """``conversations`` with each one's note after its ``<image>`` when ``config.notes`` is on
+        (one image per conversation), else unchanged."""
+        if not self.config.notes:
+            return list(conversations)
+        from .notes import with_note
+
+        return [with_note(c, n) for c, n in zip(conversations, self.write_notes(images))]
 
     # ------------------------------------------------------------------ expert only
 

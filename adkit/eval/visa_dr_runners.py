@@ -51,6 +51,7 @@ def generate_answers(model, images: Sequence[Image.Image], conversations: Sequen
         if "<image>" not in "".join(t["content"] for t in conv):
             conv[0] = {"role": "user", "content": "<image>\n" + conv[0]["content"]}
         convs.append(conv)
+    convs = model.noted(convs, images)  # "+ notes": the expert's line after each image (adkit.notes)
     batch = model.processor(convs, [[im] for im in images], add_generation_prompt=True)
     batch.pop("labels")
     if fit_context:

@@ -86,6 +86,62 @@ def register(subparsers, tools) -> None:
     tools.add_model_options(s2)
     _config_arguments(s2, Stage2Config)
     s2.set_defaults(func=lambda args: cmd_stage2(args, tools))
+    _register_reader(sub, tools)
+
+
+def _register_reader(sub, tools) -> None:
+    r = sub.add_parser("reader", formatter_class=tools.fmt, epilog=tools.PRESET_HELP,
+                       help="fit the expert notes' defect reader (the '+ notes' variant, adkit/notes.py)",
+                       description="Fit the defect reader that names the family in the expert's note line: a "
+                                   "logistic regression on frozen mid-level tower features over the most "
+                                   "self-dissimilar patches, fitted on synthetic train categories, measured on the val "
+                                   "categories (printed). Writes one safetensors file; load it with --load before a "
+                                   "stage 2 run with --notes.")
+    r.add_argument("--out", required=True, metavar="FILE", help="the reader file to write (e.g. runs/reader.safetensors)")
+    r.add_argument("--load", action="append", default=[], metavar="FILE",
+                   help="trained-parts file(s) to load first: the stage-1 expert.safetensors gives the verdict's scores")
+    r.add_argument("--calibration", default=None, metavar="JSON",
+                   help="calibration.json whose expert threshold the note's verdict uses (adkit eval calibrate); "
+                        "default: the model's own (0.5 when uncalibrated)")
+    r.add_argument("--per-family", type=int, default=12, help="anomalous training images per family and category (default: 12)")
+    r.add_argument("--levels", default=None, metavar="I[,I...]",
+                   help="hidden_states indices to read (default: the preset's second expert level, 6 for small)")
+    r.add_argument("--share", type=float, default=None, help="share of patches pooled (default: 0.03)")
+    r.add_argument("--c", type=float, default=None, help="inverse L2 strength of the regression (default: 0.02)")
+    r.add_argument("--seed", type=int, default=21, help="synthetic data seed (default: 21)")
+    tools.add_model_options(r)
+    r.set_defaults(func=lambda args: cmd_reader(args, tools))
+
+
+def cmd_reader(args, tools) -> int:
+    from ..validate import count, probability, positive
+    from . import reader as R
+
+    count(args.per_family, "--per-family")
+    share = probability(R.SHARE if args.share is None else args.share, "--share")
+    c = positive(R.C if args.c is None else args.c, "--c")
+    try:
+        levels = [int(v) for v in args.levels.split(",") if v.strip()] if args.levels else None
+    except ValueError:
+        raise tools.UsageError(f"--levels: expected hidden_states indices like 6 or 6,9, got {args.levels!r}") from None
+    model = _model(args, tools)
+    bad = [lv for lv in levels or () if not 0 <= lv <= model.config.vision.num_hidden_layers]
+    if bad:
+        raise tools.UsageError(f"--levels {bad}: the {model.config.name} tower has hidden_states[0..."
+                               f"{model.config.vision.num_hidden_layers}]")
+    if args.calibration:
+        from ..calibration import Calibration
+
+        model.calibration = Calibration.load(args.calibration)
+    reader, report = R.train_reader(model, per_family=args.per_family, seed=args.seed, levels=levels, share=share, c=c)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reader.save(out)
+    print(f"defect reader: hidden_states{list(reader.levels)}, top {100 * share:g} % of patches, C {c:g}, "
+          f"verdict threshold {reader.threshold:.3f}; val categories ({report.images} anomalous images): family "
+          f"{100 * report.family_accuracy:.1f} % (chance {100 * report.chance:.1f} %), 3×3 location "
+          f"{100 * report.location_accuracy:.1f} % → {out}")
+    return 0
 
 
 def _model(args, tools):

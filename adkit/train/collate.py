@@ -92,10 +92,12 @@ def check_records(records: Sequence[dict], image_folder=None, check_files: bool 
 class Stage2Collator:
     """``data_collator`` for ``transformers.Trainer``: records → the processor's padded batch
     (input_ids, attention_mask, labels [B, L]; pixel_values [N, 3, S, S], image_sizes,
-    split_sizes, single_view when the batch holds images)."""
+    split_sizes, single_view when the batch holds images). ``notes``: images → one note line each
+    (``AnomalyOV.write_notes``, the "+ notes" variant), put after the ``<image>`` of every
+    one-image record exactly as ``AnomalyOV.chat`` does at inference."""
 
-    def __init__(self, processor, image_folder=None):
-        self.processor, self.image_folder = processor, image_folder
+    def __init__(self, processor, image_folder=None, notes=None):
+        self.processor, self.image_folder, self.notes = processor, image_folder, notes
 
     def __call__(self, records: Sequence[dict]) -> dict:
         convs, images = [], []
@@ -103,6 +105,12 @@ class Stage2Collator:
             name = record_name(rec, i)
             convs.append(conversation(rec, i))
             images.append([resolve_image(item, self.image_folder, name) for item in record_images(rec)])
+        if self.notes is not None:
+            from ..notes import with_note
+
+            one = [i for i, imgs in enumerate(images) if len(imgs) == 1]
+            for i, note in zip(one, self.notes([images[i][0] for i in one]) if one else []):
+                convs[i] = with_note(convs[i], note)
         return self.processor(convs, images if any(images) else None)
 
 

@@ -90,6 +90,7 @@ class Stage2Config:
     gradient_checkpointing: bool = False
     bf16: bool = True  # mixed precision on CUDA and on CPUs with native bf16 (avx512_bf16 / AMX)
     single_view: bool = False  # each image as one base view, no anyres crops (recorded in the parts file)
+    notes: bool = False  # "+ notes": the expert's note line after each image (adkit/notes.py; needs a --load reader)
     labelled_logits: bool = True  # LM head only where the next token is a target (same loss, less work)
     deepspeed: str | None = field(default=None, metadata={"type": str})  # configs/deepspeed/zero2.json
     seed: int = 0

@@ -165,6 +165,10 @@ def train_stage2(model, records: Sequence[dict], config: Stage2Config | None = N
     check_records(records, config.image_folder)
     model.use_expert = config.expert  # the expert's tokens are in the sequences only when True
     model.config.single_view = config.single_view  # the processor reads it; the parts file records it
+    if config.notes and model.reader is None:
+        raise ValueError("notes=True needs a defect reader in the model: load reader.safetensors first "
+                         "(adkit train reader; --load FILE)")
+    model.config.notes = config.notes  # the collator writes each note; the parts file records it
     trainable = prepare_trainable(model, config)
     processor = model.processor
     if config.label_rule != processor.label_rule:
@@ -177,7 +181,8 @@ def train_stage2(model, records: Sequence[dict], config: Stage2Config | None = N
     hf.vision_tower(model.mllm).eval()
     model.expert.eval()
     trainer = Stage2Trainer(model=model, args=args, train_dataset=records,
-                            data_collator=Stage2Collator(processor, config.image_folder))
+                            data_collator=Stage2Collator(processor, config.image_folder,
+                                                         notes=model.write_notes if config.notes else None))
     trainer.labelled_logits = config.labelled_logits
     trainer.lora = dataclasses.asdict(lora_config(config)) if config.llm == "lora" else None
     if trainer.lora is not None:

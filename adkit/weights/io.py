@@ -10,6 +10,7 @@ A folder is self-contained:
     tokenizer.json, tokenizer_config.json, chat_template.jinja      the tokenizer
     generation_config.json, README.md the decoding defaults and a model card (:mod:`.card`)
     calibration.json                  verdict thresholds (:mod:`adkit.calibration`), when calibrated
+    reader.safetensors                the expert notes' defect reader (:mod:`adkit.notes`), when the model has one
 
 Safetensors only. Loading is strict: a key absent from the files is accepted only when it is
 tied to (shares its storage with) a loaded one, e.g. ``mllm.lm_head.weight`` tied to the
@@ -36,6 +37,7 @@ from .official import CheckpointError
 
 CONFIG_FILE, WEIGHTS_FILE = "adkit_config.json", "model.safetensors"
 INDEX_FILE, TOKENIZER_FILE, CALIBRATION_FILE = "model.safetensors.index.json", "tokenizer.json", "calibration.json"
+READER_FILE = "reader.safetensors"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -88,6 +90,11 @@ def save_anomalyov(model, path, max_shard_size: int | str = "2GB") -> Path:
         model.calibration.save(calibration)
     elif calibration.is_file():
         calibration.unlink()
+    reader = path / READER_FILE
+    if model.reader is not None:
+        model.reader.save(reader)
+    elif reader.is_file():
+        reader.unlink()
     return path
 
 
@@ -110,6 +117,12 @@ def load_anomalyov(cls, path, dtype=None, device_map=None, **kw):
     model = cls.from_config(config, seed=None, **kw)
     load_weights(model, path, files)
     model.calibration = read_calibration(path) or model.calibration
+    if (path / READER_FILE).is_file():
+        from .parts import load_trained_parts
+
+        load_trained_parts(model, path / READER_FILE)
+    elif config.notes:
+        raise CheckpointError(f"{path}: the model writes expert notes (config notes: true) but {READER_FILE} is missing")
     model.untrained = ()  # every weight came from the checkpoint
     if dtype == "auto":
         saved = saved_dtypes(files)

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from .. import validate
+from ..notes import READER_KIND, DefectReader
 from .official import CheckpointError
 
 __all__ = ["save_trained_parts", "load_trained_parts", "read_parts", "merge_lora_into_base", "lora_deltas", "base_with_parts",
@@ -46,6 +47,7 @@ def save_trained_parts(model, path, names: Sequence[str] | None = None, lora: di
         meta["lora"] = json.dumps(lora)
     if any(n.startswith(_PART_PREFIXES["projector"]) for n in names):  # stage 2: how its images were laid out
         meta["single_view"] = json.dumps(bool(model.config.single_view))
+        meta["notes"] = json.dumps(bool(model.config.notes))  # trained with the expert's note line (adkit.notes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
@@ -63,6 +65,21 @@ def load_trained_parts(model, path, merge_lora: bool = True, *, _held_deltas: bo
     arithmetic, kept for ``benchmarks/bench_build.py`` and its equality test."""
     path = Path(path)
     meta, tensors = read_parts(path)
+    if meta.get("adkit_part") == READER_KIND:  # the expert notes' defect reader (adkit.notes)
+        try:
+            reader = DefectReader.from_parts(meta, tensors, path)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        width = model.config.vision.hidden_size * len(reader.levels)
+        top = model.config.vision.num_hidden_layers
+        if any(not 0 <= lv <= top for lv in reader.levels):
+            raise CheckpointError(f"{path}: the defect reader reads hidden_states{list(reader.levels)}, this "
+                                  f"model's tower has hidden_states[0..{top}] ({model.config.name})")
+        if reader.weight.shape[1] != width:
+            raise CheckpointError(f"{path}: the defect reader reads {reader.weight.shape[1]} features, this "
+                                  f"model's levels give {width} ({model.config.name})")
+        model.reader = reader
+        return model
     lora = lora_settings(meta, path)
     if lora is not None and merge_lora and not _has_lora(model):
         pairs, scale = _lora_pairs(tensors), _lora_scale(lora)  # base weight name → (B, A)
@@ -111,6 +128,8 @@ def load_trained_parts(model, path, merge_lora: bool = True, *, _held_deltas: bo
     model.load_state_dict(tensors, strict=False)
     if "single_view" in meta:  # the LLM parts expect the image layout they were trained on
         model.config.single_view = bool(json.loads(meta["single_view"]))
+    if "notes" in meta:  # ... and the note line, if it says (older files do not: the model's setting stays)
+        model.config.notes = bool(json.loads(meta["notes"]))
     if merge_lora and lora is not None:  # the model already had peft layers: merge them
         merge_lora_into_base(model)
     model.untrained = tuple(p for p in getattr(model, "untrained", ()) if not _part_in(p, tensors))
