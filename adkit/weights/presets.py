@@ -60,8 +60,11 @@ UNTRAINED = ("expert", "projector", "image_newline")
 
 
 SMALL_WEIGHTS = Path(__file__).resolve().parent / "small"  # shipped trained parts (MODEL_CARD.md)
-SMALL_FILES = ("expert.safetensors", "trained.safetensors")  # stage 1, then stage 2
+SMALL_FILES = ("expert.safetensors", "reader.safetensors", "trained.safetensors")  # stage 1, notes, stage 2
 SMALL_CALIBRATION = SMALL_WEIGHTS / "calibration.json"  # verdict thresholds chosen on the val categories
+#: the shipped small writes the expert's note line at inference ("+ notes", adkit/notes.py): its stage 2
+#: was trained without it; adding it was chosen on the val categories (MODEL_CARD.md, "Expert notes")
+SMALL_NOTES = True
 
 
 def shipped_small_weights() -> list[Path]:
@@ -131,6 +134,8 @@ def _finish_small(cls, config, mllm, tokenizer, seed, trained, held_deltas=False
     model.untrained = UNTRAINED
     for path in shipped_small_weights() if trained else []:
         load_trained_parts(model, path, _held_deltas=held_deltas)
+    if trained and model.reader is not None:
+        model.config.notes = SMALL_NOTES
     if trained and SMALL_CALIBRATION.is_file():
         from ..calibration import Calibration
 
