@@ -103,8 +103,8 @@ class AnomalyOVConfig:
     # conversations (chat, stage 2): every image as one padded base view, no anyres crops — LLaVA-OV's
     # multi-image layout; False = the paper's anyres. detect() always tiles (the expert's calibration)
     single_view: bool = False
-    # "Anomaly-OV + notes" (adkit/notes.py): a line of text from the expert after each image; set from
-    # the stage-2 parts file it was trained with, needs model.reader
+    # "Anomaly-OV + notes" (adkit/notes.py): a line of text from the expert after each image; needs
+    # model.reader. Set by a stage-2 parts file that records it, else by the preset (small: SMALL_NOTES)
     notes: bool = False
 
     def __post_init__(self):

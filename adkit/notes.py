@@ -5,10 +5,11 @@ score and the selected visual tokens (§3.4–3.5). A 0.5B–7B LLM tuned on 125
 to read them; the kit's `small` (a 135 M LLM, a few hundred conversations on a CPU) does not — its
 descriptions never name the defect family (`tools/probe_defect_family.py` shows why: the
 selected tokens carry the family no better than a plain mean of the features). **Anomaly-OV +
-notes** adds one line of text after the image, made from the same tower pass::
+notes** adds one line of text after the image, made from the tower's features (``AnomalyOV.write_notes``:
+the expert's ``detect`` pass for the verdict, one single-view pass for the reader)::
 
     <image>
-    Expert note: a scratch, top left.          (the expert's verdict is anomalous)
+    Expert note: likely scratch (top left).    (the expert's verdict is anomalous)
     Expert note: nothing stands out.           (the verdict is normal)
     Describe the anomaly in the image.
 

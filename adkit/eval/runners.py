@@ -211,8 +211,11 @@ def zero_shot_methods(model, samples: Sequence, methods: Sequence[str], batch_si
     """:func:`zero_shot` for several ``methods`` at once: {method: result}. The single-image
     methods (expert, self, expert+self) share one tower pass per batch; mutual runs on its own
     batches (its groups). Each result equals a separate ``zero_shot`` run of that method."""
+    import torch
+
     from ..detection import INDUCTIVE, score_inductive
     from ..validate import finite_scores
+    from ..zeroshot import METHODS
 
     samples, methods = list(samples), tuple(dict.fromkeys(methods))
     if not samples:
@@ -231,14 +234,12 @@ def zero_shot_methods(model, samples: Sequence, methods: Sequence[str], batch_si
     mask_classes = {c for s, c in zip(samples, cats) if getattr(s, "mask", None) is not None}
     scores = {m: np.empty(len(samples)) for m in methods}
     pix = {m: {c: ([], [], []) for c in mask_classes} for m in methods}  # masks, maps, indices
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown detection method {unknown[0]!r}; choose one of {METHODS}")
     inductive = tuple(m for m in methods if m in INDUCTIVE)
     passes = ([(inductive, _batches(samples, cats, "expert", batch_size, group, mutual_batch, seed))] if inductive else []) \
         + ([(("mutual",), _batches(samples, cats, "mutual", batch_size, group, mutual_batch, seed))] if "mutual" in methods else [])
-    unknown = [m for m in methods if m not in INDUCTIVE and m != "mutual"]
-    if unknown:
-        from ..zeroshot import METHODS
-
-        raise ValueError(f"unknown detection method {unknown[0]!r}; choose one of {METHODS}")
     bar = _progress(len(samples) * len(passes), f"zero-shot {dataset} ({', '.join(methods)})", progress)
     for group_methods, batches in passes:
         for idx in batches:
@@ -250,8 +251,6 @@ def zero_shot_methods(model, samples: Sequence, methods: Sequence[str], batch_si
                                      "group (it scores each image against the others); this group has 1")
                 found = {"mutual": model.detect(images, method="mutual")}
             else:
-                import torch
-
                 with torch.no_grad():
                     found = score_inductive(model, images, group_methods)
                 for m, dets in found.items():

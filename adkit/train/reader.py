@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..notes import DefectReader, top_cell
+from .features import _progress
 
 __all__ = ["ReaderReport", "reader_features", "fit_reader", "evaluate_reader", "train_reader"]
 
@@ -41,21 +42,12 @@ def reader_features(model, samples, levels: Sequence[int], share: float, batch: 
     from ..notes import pooled_features
 
     xs, cells = [], []
-    bar = _bar(len(samples), "reader features", progress)
-    for start in range(0, len(samples), batch):
+    for start in _progress(range(0, len(samples), batch), progress, f"reader features ({len(samples)} images)"):
         images = [s.load_image() for s in samples[start:start + batch]]
         states, self_map = model.note_inputs(images, levels)
         xs.append(pooled_features(states, self_map, levels, share).numpy())
         cells += top_cell(self_map)
-        bar.update(len(images))
-    bar.close()
     return np.concatenate(xs), cells
-
-
-def _bar(total, desc, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, unit="img")
 
 
 def fit_reader(x: np.ndarray, families: Sequence[str], levels, share: float, threshold: float, c: float = C,

@@ -132,10 +132,11 @@ def _finish_small(cls, config, mllm, tokenizer, seed, trained, held_deltas=False
 
     model = cls(config, mllm, AnomalyExpert(config.expert_config()), tokenizer, **kw).eval()
     model.untrained = UNTRAINED
-    for path in shipped_small_weights() if trained else []:
+    files = shipped_small_weights() if trained else []
+    if any(f.name == "reader.safetensors" for f in files):
+        model.config.notes = SMALL_NOTES  # before the stage-2 file: one that records notes has the last word
+    for path in files:
         load_trained_parts(model, path, _held_deltas=held_deltas)
-    if trained and model.reader is not None:
-        model.config.notes = SMALL_NOTES
     if trained and SMALL_CALIBRATION.is_file():
         from ..calibration import Calibration
 
